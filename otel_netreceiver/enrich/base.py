@@ -1,0 +1,101 @@
+"""Base enrichment: flow keys to OpenTelemetry attributes, workloads to Resources.
+
+Richer enrichers (containers, Kubernetes, cloud, DNS names) plug in through the two
+hooks `WorkloadResolver` and `PeerResolver`; with none configured every workload maps
+to the host resource and every peer to its IP.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from otel_netreceiver.flows.model import (
+    AttributeValue,
+    DnsKey,
+    EnrichedSnapshot,
+    FlowKey,
+    Record,
+    RecordKind,
+    Snapshot,
+    Workload,
+)
+
+Attributes = dict[str, AttributeValue]
+
+
+class WorkloadResolver(Protocol):
+    """Adds resource attributes (container, pod ...) and point attributes for a workload."""
+
+    def resource(self, workload: Workload) -> Attributes: ...
+
+    def point_attributes(self, workload: Workload) -> Attributes: ...
+
+
+class PeerResolver(Protocol):
+    """Adds attributes describing the remote side of a flow (domain name, peer workload)."""
+
+    def peer_attributes(self, key: FlowKey) -> Attributes: ...
+
+
+class HostOnly:
+    """The default workload resolver: everything under the host resource, named by process."""
+
+    def resource(self, workload: Workload) -> Attributes:
+        return {}
+
+    def point_attributes(self, workload: Workload) -> Attributes:
+        return {"process.executable.name": workload.comm} if workload.comm else {}
+
+
+def flow_attributes(key: FlowKey) -> Attributes:
+    """The catalog's flow attributes; `server.address` defaults to the server's IP."""
+    outgoing = key.direction.value == "outgoing"
+    return {
+        "network.transport": key.transport.value,
+        "network.type": key.family.value,
+        "network.connection.direction": key.direction.value,
+        "network.peer.address": key.peer_address,
+        "server.address": key.peer_address if outgoing else key.local_address,
+        "server.port": key.server_port,
+    }
+
+
+def dns_attributes(key: DnsKey) -> Attributes:
+    attributes: Attributes = {
+        "dns.question.name": key.question_name,
+        "server.address": key.server_address,
+    }
+    if key.error_type:
+        attributes["error.type"] = key.error_type
+    return attributes
+
+
+class Enricher:
+    """Turns a Snapshot into an EnrichedSnapshot: one pass, no state of its own."""
+
+    def __init__(
+        self,
+        host_resource: Attributes,
+        workloads: WorkloadResolver | None = None,
+        peers: list[PeerResolver] | None = None,
+    ) -> None:
+        self._host = host_resource
+        self._workloads = workloads or HostOnly()
+        self._peers = peers or []
+
+    def enrich(self, snapshot: Snapshot) -> EnrichedSnapshot:
+        out = EnrichedSnapshot(snapshot.time_ns, losses=snapshot.losses, gauges=snapshot.gauges)
+        for kind, table in ((RecordKind.TCP, snapshot.tcp), (RecordKind.UDP, snapshot.udp)):
+            for key, series in table.items():
+                attributes = flow_attributes(key)
+                for peer in self._peers:
+                    attributes.update(peer.peer_attributes(key))
+                out.records.append(self._record(kind, key.workload, attributes, series))
+        for key, series in snapshot.dns.items():
+            out.records.append(self._record(RecordKind.DNS, key.workload, dns_attributes(key), series))
+        return out
+
+    def _record(self, kind, workload, attributes, series) -> Record:
+        attributes.update(self._workloads.point_attributes(workload))
+        resource = {**self._host, **self._workloads.resource(workload)}
+        return Record(kind, tuple(sorted(resource.items())), attributes, series)
