@@ -1,0 +1,224 @@
+"""EnrichedSnapshot -> OTLP MetricsData (the SDK's data classes), one Resource per workload.
+
+Values arrive cumulative. With delta temporality the builder subtracts the previous
+cumulative value of each point (monotonic sums and histograms; non-monotonic sums stay
+cumulative, as the SDK's delta preference does), and the point starts where the last
+one ended. Records that share a resource and attribute set after attribute opt-outs are
+added together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram as OtlpHistogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from otel_netreceiver import __version__
+from otel_netreceiver.flows.model import EnrichedSnapshot, Histogram, Record, RecordKind
+from otel_netreceiver.metrics import fields
+from otel_netreceiver.metrics.catalog import Catalog, MetricDef
+
+AttrKey = tuple[tuple[str, object], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSettings:
+    """What the configuration decided: enabled metrics, opt-outs, temporality."""
+
+    enabled_metrics: frozenset[str]
+    dropped_attributes: frozenset[str] = frozenset()
+    dropped_resource_attributes: frozenset[str] = frozenset()
+    delta: bool = False
+
+
+@dataclass(slots=True)
+class AgentTelemetry:
+    """The agent's own readings that do not come from the Snapshot."""
+
+    export_failures: dict[str, int] = field(default_factory=dict)
+    collection_duration_s: float | None = None
+
+
+@dataclass(slots=True)
+class _Point:
+    start_ns: int
+    value: int | float | Histogram
+
+
+class MetricsBuilder:
+    """Builds MetricsData per interval; holds only the previous values needed for delta."""
+
+    def __init__(self, catalog: Catalog, settings: BuildSettings,
+                 agent_resource: dict[str, object], start_ns: int) -> None:
+        self._catalog = catalog
+        self._settings = settings
+        self._agent_resource = self._filter_resource(agent_resource)
+        self._start_ns = start_ns
+        self._flow_metrics = [m for name, m in catalog.metrics.items()
+                              if name in fields.FIELDS and name in settings.enabled_metrics]
+        self._previous: dict[tuple, tuple[int, int | float | Histogram]] = {}
+        self._current: dict[tuple, tuple[int, int | float | Histogram]] = {}
+
+    @property
+    def temporality(self) -> AggregationTemporality:
+        delta = self._settings.delta
+        return AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
+
+    def build(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> MetricsData:
+        """One MetricsData: a ResourceMetrics per workload, then the agent's own."""
+        self._current = {}
+        out = []
+        for resource, records in self._group(enriched.records).items():
+            metrics = self._flow_metrics_for(resource, records, enriched.time_ns)
+            if metrics:
+                out.append(self._resource_metrics(dict(resource), self._catalog.flows_scope, metrics))
+        agent = self._agent_metrics(enriched, telemetry)
+        if agent:
+            out.append(self._resource_metrics(self._agent_resource, self._catalog.agent_scope, agent))
+        self._previous = self._current
+        return MetricsData(resource_metrics=out)
+
+    # -- flows -------------------------------------------------------------------------
+
+    def _group(self, records: list[Record]) -> dict[AttrKey, list[Record]]:
+        groups: dict[AttrKey, list[Record]] = {}
+        for record in records:
+            resource = tuple(kv for kv in record.resource
+                             if kv[0] not in self._settings.dropped_resource_attributes)
+            groups.setdefault(resource, []).append(record)
+        return groups
+
+    def _flow_metrics_for(self, resource: AttrKey, records: list[Record], time_ns: int) -> list[Metric]:
+        metrics = []
+        for definition in self._flow_metrics:
+            points = self._aggregate(definition, records)
+            if points:
+                metrics.append(self._metric(definition, ("flow", resource), points, time_ns))
+        return metrics
+
+    def _aggregate(self, definition: MetricDef, records: list[Record]) -> dict[AttrKey, _Point]:
+        """Sum the series of one resource per exported attribute set."""
+        table = fields.FIELDS[definition.name]
+        allowed = {a.name for a in definition.attributes} - self._settings.dropped_attributes
+        points: dict[AttrKey, _Point] = {}
+        for record in records:
+            if record.kind is not table.kind:
+                continue
+            base = {k: v for k, v in record.attributes.items() if k in allowed}
+            for extra, value in table.points(record.series.stats):
+                attributes = {**base, **{k: v for k, v in extra.items() if k in allowed}}
+                _add(points, tuple(sorted(attributes.items())), record.series.start_ns, value)
+        return points
+
+    # -- agent's own telemetry -----------------------------------------------------------
+
+    def _agent_metrics(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> list[Metric]:
+        readings: dict[str, dict[AttrKey, _Point]] = {}
+        start, time_ns = self._start_ns, enriched.time_ns
+        name, key = fields.AGENT_LOSSES
+        readings[name] = {((key, reason),): _Point(start, n) for reason, n in enriched.losses.items()}
+        for gauge, n in enriched.gauges.items():
+            prefix, _, label = gauge.partition(":")
+            if prefix in fields.AGENT_GAUGE_PREFIXES:
+                name, key = fields.AGENT_GAUGE_PREFIXES[prefix]
+                readings.setdefault(name, {})[((key, label),)] = _Point(time_ns, float(n))
+        name, key = fields.AGENT_FLOWS_TRACKED
+        readings[name] = {((key, kind.value),): _Point(time_ns, 0) for kind in RecordKind}
+        for record in enriched.records:
+            readings[name][((key, record.kind.value),)].value += 1
+        name, key = fields.AGENT_EXPORT_FAILURES
+        readings[name] = {((key, exporter),): _Point(start, n)
+                          for exporter, n in telemetry.export_failures.items()}
+        if telemetry.collection_duration_s is not None:
+            readings[fields.AGENT_COLLECTION_DURATION] = {(): _Point(time_ns, telemetry.collection_duration_s)}
+        return [self._metric(self._catalog.metrics[name], ("agent",), points, time_ns)
+                for name, points in readings.items()
+                if points and name in self._settings.enabled_metrics]
+
+    # -- OTLP data -------------------------------------------------------------------------
+
+    def _resource_metrics(self, resource: dict, scope: str, metrics: list[Metric]) -> ResourceMetrics:
+        scope_metrics = ScopeMetrics(InstrumentationScope(scope, __version__), metrics, "")
+        return ResourceMetrics(Resource(resource, ""), [scope_metrics], "")
+
+    def _filter_resource(self, resource: dict[str, object]) -> dict[str, object]:
+        dropped = self._settings.dropped_resource_attributes
+        return {k: v for k, v in resource.items() if k not in dropped}
+
+    def _metric(self, definition: MetricDef, scope_key: tuple, points: dict[AttrKey, _Point],
+                time_ns: int) -> Metric:
+        delta = self._settings.delta and (definition.monotonic or definition.kind == "histogram")
+        data_points = []
+        for attributes, point in sorted(points.items(), key=lambda item: repr(item[0])):
+            state_key = (scope_key, definition.name, attributes)
+            start, value = self._delta(state_key, point, time_ns) if delta else (point.start_ns, point.value)
+            data_points.append(_data_point(definition, dict(attributes), start, time_ns, value))
+        temporality = AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
+        if definition.kind == "histogram":
+            data = OtlpHistogram(data_points, temporality)
+        elif definition.kind == "sum":
+            data = Sum(data_points, temporality, definition.monotonic)
+        else:
+            data = Gauge(data_points)
+        return Metric(definition.name, definition.description, definition.unit, data)
+
+    def _delta(self, state_key: tuple, point: _Point, time_ns: int):
+        """(start, value) of a delta point; a series that went backwards restarts."""
+        self._current[state_key] = (time_ns, point.value)
+        previous = self._previous.get(state_key)
+        if previous is None or _went_backwards(previous[1], point.value):
+            return point.start_ns, point.value
+        return previous[0], _subtract(point.value, previous[1])
+
+
+def _add(points: dict[AttrKey, _Point], key: AttrKey, start_ns: int, value) -> None:
+    existing = points.get(key)
+    if existing is None:
+        points[key] = _Point(start_ns, _copy(value))
+        return
+    existing.start_ns = min(existing.start_ns, start_ns)
+    if isinstance(value, Histogram):
+        existing.value.merge(value)
+    else:
+        existing.value += value
+
+
+def _copy(value):
+    if isinstance(value, Histogram):
+        return Histogram(value.bounds, list(value.counts), value.sum, value.count)
+    return value
+
+
+def _went_backwards(previous, current) -> bool:
+    if isinstance(current, Histogram):
+        return current.count < previous.count or current.bounds != previous.bounds
+    return current < previous
+
+
+def _subtract(current, previous):
+    if isinstance(current, Histogram):
+        counts = [a - b for a, b in zip(current.counts, previous.counts)]
+        return Histogram(current.bounds, counts, current.sum - previous.sum, current.count - previous.count)
+    return current - previous
+
+
+def _data_point(definition: MetricDef, attributes: dict, start: int, time_ns: int, value):
+    if isinstance(value, Histogram):
+        return HistogramDataPoint(attributes, start, time_ns, value.count, value.sum,
+                                  list(value.counts), list(value.bounds), None, None)
+    number = int(value) if definition.value_type == "int" else float(value)
+    start = start if definition.kind == "sum" else 0
+    return NumberDataPoint(attributes, start, time_ns, number)
