@@ -1,0 +1,112 @@
+/* Structs and enums shared by the BPF programs and user space.
+ *
+ * Every struct here has a ctypes mirror in otel_netreceiver/probes/abi.py; a unit test
+ * compares sizes and field offsets with this object's BTF, so keep fields fixed-width
+ * and padding explicit.
+ */
+#ifndef NETRECEIVER_H
+#define NETRECEIVER_H
+
+#define NR_COMM_LEN 16
+#define NR_ADDR_LEN 16          /* IPv6 size; IPv4 is stored v4-mapped (::ffff:a.b.c.d) */
+#define NR_HIST_MAX_BOUNDS 16
+#define NR_HIST_BUCKETS (NR_HIST_MAX_BOUNDS + 1)
+
+enum nr_direction {
+	NR_DIR_OUTGOING = 0,
+	NR_DIR_INCOMING = 1,
+};
+
+enum nr_family {
+	NR_FAMILY_IPV4 = 4,
+	NR_FAMILY_IPV6 = 6,
+};
+
+enum nr_transport {
+	NR_TRANSPORT_TCP = 6,   /* IPPROTO_TCP */
+	NR_TRANSPORT_UDP = 17,  /* IPPROTO_UDP */
+};
+
+/* Why a connect failed; indexes nr_flow_stats.failed. */
+enum nr_failure {
+	NR_FAIL_REFUSED = 0,
+	NR_FAIL_TIMEOUT = 1,
+	NR_FAIL_RESET = 2,
+	NR_FAIL_UNREACHABLE = 3,
+	NR_FAIL_OTHER = 4,
+	NR_FAIL_MAX = 5,
+};
+
+/* What could not be counted; indexes the per-CPU `losses` array of each object. */
+enum nr_loss {
+	NR_LOSS_SOCKETS_FULL = 0,    /* a connection could not be tracked */
+	NR_LOSS_FLOWS_FULL = 1,      /* an aggregate could not be created: its update is lost */
+	NR_LOSS_LISTENERS_FULL = 2,  /* a listener could not be remembered */
+	NR_LOSS_RINGBUF_FULL = 3,    /* an event could not be sent to user space */
+	NR_LOSS_MAX = 8,
+};
+
+/* Per-CPU gauges (summed by user space); indexes the `gauges` array. */
+enum nr_gauge {
+	NR_GAUGE_SOCKETS = 0,   /* live entries of `sockets` (adds and removes, summed) */
+	NR_GAUGE_MAX = 4,
+};
+
+/* Flags of struct nr_settings. */
+#define NR_SETTING_IPV6 (1U << 0)   /* observe IPv6 sockets (IPv4 always) */
+
+/* The process that owns a socket. */
+struct nr_identity {
+	__u64 cgroup_id;          /* cgroup v2 id of the socket's cgroup */
+	__u32 tgid;               /* 0 when unknown */
+	__u8 comm[NR_COMM_LEN];   /* "" when unknown */
+	__u32 _pad;
+};
+
+/* One aggregate: workload x peer x server port x direction x transport x family.
+ * The ephemeral client port is never part of it. */
+struct nr_flow_key {
+	struct nr_identity id;
+	__u8 peer[NR_ADDR_LEN];   /* remote address (v4-mapped for IPv4) */
+	__u8 local[NR_ADDR_LEN];  /* local address for incoming flows, zero for outgoing */
+	__u16 server_port;        /* host byte order */
+	__u8 direction;           /* enum nr_direction */
+	__u8 transport;           /* enum nr_transport */
+	__u8 family;              /* enum nr_family */
+	__u8 _pad[3];
+};
+
+struct nr_histogram {
+	__u64 buckets[NR_HIST_BUCKETS];  /* bucket i counts values <= bounds[i]; last: overflow */
+	__u64 sum_ns;
+	__u64 count;
+};
+
+/* Counters of one aggregate, added to atomically. Deltas since the map was last drained. */
+struct nr_flow_stats {
+	__u64 opened;
+	__u64 closed;
+	__s64 active;
+	__u64 failed[NR_FAIL_MAX];
+	__s64 bytes_tx;           /* payload bytes acknowledged by the peer */
+	__s64 bytes_rx;           /* payload bytes received */
+	__s64 packets_tx;         /* segments sent */
+	__s64 packets_rx;         /* segments received */
+	__s64 retransmits;        /* segments retransmitted */
+	__u64 resets_tx;
+	__u64 resets_rx;
+	struct nr_histogram duration;
+	struct nr_histogram rtt;
+};
+
+/* Settings written into the object before load (const volatile). */
+struct nr_settings {
+	__u64 duration_bounds_ns[NR_HIST_MAX_BOUNDS];
+	__u64 rtt_bounds_ns[NR_HIST_MAX_BOUNDS];
+	__u32 duration_nbounds;
+	__u32 rtt_nbounds;
+	__u32 flags;              /* NR_SETTING_* */
+	__u32 _pad;
+};
+
+#endif /* NETRECEIVER_H */
