@@ -1,0 +1,183 @@
+"""The agent: wires the stages in order and runs them once per collection interval.
+
+collectors (kernel maps -> Snapshot) -> enricher (-> EnrichedSnapshot) -> builders
+(catalog -> OTLP MetricsData, one per temporality) -> exporters. Stages that are disabled
+are left out here, at wiring time.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from otel_netreceiver import __version__
+from otel_netreceiver.config import Config
+from otel_netreceiver.enrich.base import Enricher
+from otel_netreceiver.export import Exporter, create
+from otel_netreceiver.flows.model import RecordKind, Snapshot
+from otel_netreceiver.logs import RateLimited
+from otel_netreceiver.metrics import fields
+from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
+from otel_netreceiver.metrics.catalog import Catalog, load as load_catalog
+
+log = logging.getLogger(__name__)
+
+FINAL_EXPORT_TIMEOUT_S = 3.0  # leaves time for detaching within the 5 s a stop may take
+
+
+@dataclass
+class Pipeline:
+    """One temporality: a builder and the exporters that want its output."""
+
+    builder: MetricsBuilder
+    exporters: list[Exporter] = field(default_factory=list)
+
+
+class Agent:
+    """Runs collect -> enrich -> build -> export per interval until `stop` is set."""
+
+    def __init__(self, collectors: list, enricher: Enricher, pipelines: list[Pipeline],
+                 interval_s: float, initial_delay_s: float = 0.0,
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self._collectors = collectors
+        self._enricher = enricher
+        self._pipelines = pipelines
+        self._interval_s = interval_s
+        self._initial_delay_s = initial_delay_s
+        self._clock = clock
+        self._telemetry = AgentTelemetry()
+        self._errors = RateLimited()
+
+    def run(self, stop: threading.Event, ready: Callable[[], None] = lambda: None) -> None:
+        """Attach, export every interval, then a final export and a clean detach."""
+        try:
+            with ExitStack() as attached:
+                for collector in self._collectors:
+                    attached.enter_context(collector)
+                ready()
+                stopped = stop.wait(self._initial_delay_s)
+                while not stopped:
+                    self.tick()
+                    stopped = stop.wait(self._interval_s)
+                self.tick(final=True)
+        finally:
+            self.shutdown()
+
+    def tick(self, final: bool = False) -> None:
+        """One interval through every stage."""
+        started = time.perf_counter()
+        # 1. A new snapshot for this interval.
+        snapshot = Snapshot(self._clock())
+        # 2. Kernel maps -> cumulative series, losses and gauges.
+        for collector in self._collectors:
+            self._collect(collector, snapshot)
+        # 3. Workloads -> resources, flow keys -> attributes.
+        enriched = self._enricher.enrich(snapshot)
+        self._telemetry.collection_duration_s = time.perf_counter() - started
+        for pipeline in self._pipelines:
+            # 4. Catalog -> OTLP MetricsData in this pipeline's temporality.
+            data = pipeline.builder.build(enriched, self._telemetry)
+            # 5. Out to every exporter of this temporality.
+            for exporter in pipeline.exporters:
+                self._export(exporter, data, final)
+
+    def shutdown(self) -> None:
+        for pipeline in self._pipelines:
+            for exporter in pipeline.exporters:
+                try:
+                    exporter.shutdown()
+                except Exception as err:  # shutting down must finish for every exporter
+                    log.warning("exporter %s: shutdown failed: %s", exporter.name, err)
+
+    def _collect(self, collector, snapshot: Snapshot) -> None:
+        try:
+            collector.collect(snapshot)
+        except Exception as err:  # one bad read must not stop the agent; the rest still goes out
+            if self._errors.allow(f"collect {type(collector).__name__}"):
+                log.warning("%s: collect failed: %s", type(collector).__name__, err)
+
+    def _export(self, exporter: Exporter, data, final: bool) -> None:
+        ok = _export_within(exporter, data, FINAL_EXPORT_TIMEOUT_S) if final else exporter.export(data)
+        if not ok:
+            failures = self._telemetry.export_failures
+            failures[exporter.name] = failures.get(exporter.name, 0) + 1
+            if self._errors.allow(f"export {exporter.name}"):
+                log.warning("exporter %s: export failed (%d so far; logged at most once a minute)",
+                            exporter.name, failures[exporter.name])
+
+
+def _export_within(exporter: Exporter, data, timeout_s: float) -> bool:
+    """Export in a helper thread; give up after `timeout_s` so a stop stays quick."""
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(exporter.export(data)), daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result and result[0])
+
+
+# -- wiring ---------------------------------------------------------------------------------
+
+def host_resource(config: Config, machine_id: Path = Path("/etc/machine-id"),
+                  hostname: Callable[[], str] = socket.gethostname) -> dict[str, object]:
+    """host.*, os.type, then OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME on top."""
+    resource: dict[str, object] = {"host.name": hostname(), "os.type": "linux"}
+    try:
+        resource["host.id"] = machine_id.read_text().strip()
+    except OSError:
+        log.info("no %s: host.id left out", machine_id)
+    resource.update(config.resource_attributes)
+    if config.service_name:
+        resource["service.name"] = config.service_name
+    return resource
+
+
+def agent_resource(host: dict[str, object]) -> dict[str, object]:
+    """The agent's own telemetry: the host resource, naming the agent as the service."""
+    return {"service.name": "otel-netreceiver", **host, "service.version": __version__}
+
+
+def collectors_for(enabled_metrics: frozenset[str], loaders: dict[RecordKind, Callable[[], object]]) -> list:
+    """A collector per record kind that some enabled metric reads; the others are left out."""
+    kinds = {f.kind for name, f in fields.FIELDS.items() if name in enabled_metrics}
+    return [loaders[kind]() for kind in RecordKind if kind in kinds and kind in loaders]
+
+
+def default_loaders(catalog: Catalog) -> dict[RecordKind, Callable[[], object]]:
+    """The kernel collectors this installation has (TCP now; UDP and DNS when present)."""
+    loaders: dict[RecordKind, Callable[[], object]] = {}
+    try:
+        from otel_netreceiver.probes.tcp import TcpCollector
+    except ImportError:
+        log.warning("no TCP collector in this build: tcp.* metrics will be empty")
+    else:
+        duration = catalog.metrics["tcp.connection.duration"].bounds
+        rtt = catalog.metrics["tcp.rtt"].bounds
+        loaders[RecordKind.TCP] = lambda: TcpCollector(duration_bounds=duration, rtt_bounds=rtt)
+    return loaders
+
+
+def build(config: Config, catalog: Catalog | None = None,
+          loaders: dict[RecordKind, Callable[[], object]] | None = None) -> Agent:
+    """The agent a configuration describes (exporters open their endpoints here)."""
+    catalog = catalog or load_catalog()
+    host = host_resource(config)
+    enricher = Enricher(host_resource=host)
+    start_ns = time.time_ns()
+    pipelines: dict[bool, Pipeline] = {}
+    for exporter_config in config.exporters:
+        exporter = create(exporter_config)
+        if exporter.delta not in pipelines:
+            settings = BuildSettings(config.enabled_metrics, config.dropped_attributes,
+                                     config.dropped_resource_attributes, exporter.delta)
+            builder = MetricsBuilder(catalog, settings, agent_resource(host), start_ns)
+            pipelines[exporter.delta] = Pipeline(builder)
+        pipelines[exporter.delta].exporters.append(exporter)
+    loaders = default_loaders(catalog) if loaders is None else loaders
+    return Agent(collectors_for(config.enabled_metrics, loaders), enricher,
+                 list(pipelines.values()), config.collection_interval_s, config.initial_delay_s)
