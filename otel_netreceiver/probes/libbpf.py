@@ -85,6 +85,7 @@ _SIGNATURES = {
     "bpf_program__section_name": (c_char_p, [c_void_p]),
     "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
     "bpf_program__attach": (c_void_p, [c_void_p]),
+    "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
     "bpf_program__fd": (c_int, [c_void_p]),
     "bpf_link__destroy": (c_int, [c_void_p]),
     "bpf_link__fd": (c_int, [c_void_p]),
@@ -287,6 +288,11 @@ class BpfProgram:
 
     def attach(self) -> "Link":
         return Link(check_ptr(f"attach {self.section}", lib().bpf_program__attach(self.ptr)))
+
+    def attach_cgroup(self, cgroup_fd: int) -> "Link":
+        """Attach a cgroup program (cgroup_skb, sockops ...) to the cgroup open at `cgroup_fd`."""
+        return Link(check_ptr(f"attach {self.section} to cgroup",
+                              lib().bpf_program__attach_cgroup(self.ptr, cgroup_fd)))
 
 
 class Link:

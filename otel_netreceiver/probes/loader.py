@@ -58,9 +58,10 @@ class Loader:
     map sizes.
     """
 
-    def __init__(self, path: Path, configure=None):
+    def __init__(self, path: Path, configure=None, attach=None):
         self.path = Path(path)
         self.configure = configure
+        self.attach = attach  # attach(program) -> Link; default: by section name
         self.loaded: Loaded | None = None
 
     def __enter__(self) -> Loaded:
@@ -104,9 +105,13 @@ class Loader:
     def _attach_all(self, obj: libbpf.BpfObject) -> None:
         for prog in obj.programs():
             try:
-                self.loaded.links[prog.name] = prog.attach()
+                self.loaded.links[prog.name] = (self.attach or _by_section)(prog)
             except OSError as err:
                 raise ProbeAttachError(attach_reason(prog.section, err)) from err
+
+
+def _by_section(prog: libbpf.BpfProgram) -> libbpf.Link:
+    return prog.attach()
 
 
 def diagnose(what: str, err: OSError, status: str | None = None) -> str:
