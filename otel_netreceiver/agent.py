@@ -156,9 +156,9 @@ def default_loaders(catalog: Catalog) -> dict[RecordKind, Callable[[], object]]:
     except ImportError:
         log.warning("no TCP collector in this build: tcp.* metrics will be empty")
     else:
-        duration = catalog.metrics["tcp.connection.duration"].bounds
-        rtt = catalog.metrics["tcp.rtt"].bounds
-        loaders[RecordKind.TCP] = lambda: TcpCollector(duration_bounds=duration, rtt_bounds=rtt)
+        bounds = {keyword: catalog.metrics[name].bounds
+                  for keyword, name in fields.TCP_COLLECTOR_BOUNDS.items()}
+        loaders[RecordKind.TCP] = lambda: TcpCollector(**bounds)
     return loaders
 
 

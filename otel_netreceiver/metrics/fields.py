@@ -68,3 +68,6 @@ AGENT_GAUGE_PREFIXES = {"map.fill": ("otel_netreceiver.map.fill", "map")}
 AGENT_FLOWS_TRACKED = ("otel_netreceiver.flows.tracked", "kind")
 AGENT_EXPORT_FAILURES = ("otel_netreceiver.export.failures", "exporter")
 AGENT_COLLECTION_DURATION = "otel_netreceiver.collection.duration"
+
+# Histogram bounds the TCP collector keeps in the kernel: its keyword -> catalog metric.
+TCP_COLLECTOR_BOUNDS = {"duration_bounds": "tcp.connection.duration", "rtt_bounds": "tcp.rtt"}
