@@ -1,29 +1,608 @@
 // SPDX-License-Identifier: GPL-2.0
+/* TCP flows, counted in the kernel.
+ *
+ * Per socket (`sockets`, keyed by the struct sock address) we keep the flow key and the
+ * counter values last added to the aggregates; aggregates (`flows` -> inner hash keyed by
+ * struct nr_flow_key) receive atomic deltas. Counters come from struct tcp_sock itself, so
+ * nothing is counted per packet here. Deltas are flushed at close, at destroy, and by the
+ * `iter/tcp` pass user space runs once per interval (which also finds connections that
+ * existed before the agent started).
+ *
+ * Only tracepoints (tp_btf) and an iterator: no kprobes, no fentry.
+ */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "netreceiver.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define ENETUNREACH 101
+#define ECONNRESET 104
+#define ETIMEDOUT 110
+#define ECONNREFUSED 111
+#define EHOSTUNREACH 113
+#define EEXIST 17
+#define E2BIG 7
+
+/* struct sock_state.flags */
+#define SOCK_PROVISIONAL (1U << 0)  /* identity not final yet: counts are held back */
+#define SOCK_ESTABLISHED (1U << 1)  /* reached ESTABLISHED (or was found established) */
+#define SOCK_ENDED (1U << 2)        /* closed or failed has been counted */
+#define SOCK_PREEXISTING (1U << 3)  /* found by the iterator: opened before we started */
+#define SOCK_SEEN (1U << 4)         /* visited by an iterator pass */
+
+/* Indexes of the counters kept per socket (current and last reported). */
+enum counter {
+	C_BYTES_TX, C_BYTES_RX, C_SEGS_OUT, C_SEGS_IN, C_RETRANS, C_RST_TX, C_RST_RX, C_MAX,
+};
+
 const volatile struct nr_settings settings = {};
+
+struct sock_state {
+	struct nr_flow_key key;
+	__u64 start_ns;           /* when it became established; 0 when unknown */
+	__s64 last[C_MAX];        /* values already added to the aggregates */
+	__s64 resets[2];          /* resets sent / received (no tcp_sock counter exists) */
+	__u32 flags;
+	__u32 _pad;
+};
+
+struct listener_key {
+	__u64 netns;              /* net_cookie of the listener's namespace */
+	__u16 port;               /* host byte order */
+	__u16 _pad[3];
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 65536);
 	__type(key, __u64);
+	__type(value, struct sock_state);
+} sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct listener_key);
+	__type(value, struct nr_identity);
+} listeners SEC(".maps");
+
+/* Two aggregate maps; user space swaps which one `flows` points to, then drains the other. */
+struct flow_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct nr_flow_key);
+	__type(value, struct nr_flow_stats);
+} flows_a SEC(".maps"), flows_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct flow_map);
+} flows SEC(".maps") = {
+	.values = { &flows_a },
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_LOSS_MAX);
+	__type(key, __u32);
 	__type(value, __u64);
-} counts SEC(".maps");
+} losses SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NR_GAUGE_MAX);
+	__type(key, __u32);
+	__type(value, __s64);
+} gauges SEC(".maps");
+
+/* Zero values to insert from (too large for the BPF stack). */
+struct nr_flow_stats empty_stats = {};
+struct sock_state empty_sock = {};
+
+static __always_inline void count_loss(__u32 reason)
+{
+	__u64 *slot = bpf_map_lookup_elem(&losses, &reason);
+
+	if (slot)
+		*slot += 1;
+}
+
+static __always_inline void gauge_add(__u32 gauge, __s64 delta)
+{
+	__s64 *slot = bpf_map_lookup_elem(&gauges, &gauge);
+
+	if (slot)
+		*slot += delta;
+}
+
+/* The aggregate of `key` in the current inner map, created when absent. */
+static __always_inline struct nr_flow_stats *flow_stats(const struct nr_flow_key *key)
+{
+	__u32 zero = 0;
+	struct nr_flow_stats *stats;
+	void *inner = bpf_map_lookup_elem(&flows, &zero);
+	long err;
+
+	if (!inner)
+		return NULL;
+	stats = bpf_map_lookup_elem(inner, key);
+	if (stats)
+		return stats;
+	err = bpf_map_update_elem(inner, key, &empty_stats, BPF_NOEXIST);
+	if (err && err != -EEXIST) {
+		count_loss(NR_LOSS_FLOWS_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(inner, key);
+}
+
+static __always_inline void hist_add(struct nr_histogram *hist, const volatile __u64 *bounds,
+				     __u32 nbounds, __u64 value)
+{
+	__u32 i, bucket = nbounds;
+
+	for (i = 0; i < NR_HIST_MAX_BOUNDS; i++) {
+		if (i < nbounds && value <= bounds[i]) {
+			bucket = i;
+			break;
+		}
+	}
+	if (bucket > NR_HIST_MAX_BOUNDS)
+		bucket = NR_HIST_MAX_BOUNDS;
+	__sync_fetch_and_add(&hist->buckets[bucket], 1);
+	__sync_fetch_and_add(&hist->sum_ns, value);
+	__sync_fetch_and_add(&hist->count, 1);
+}
+
+/* --- reading the socket ------------------------------------------------------------- */
+
+static __always_inline bool is_tcp_inet(const struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	return (family == AF_INET || family == AF_INET6) &&
+	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline __u64 netns_of(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+}
+
+/* Remote and local addresses, IPv4 as v4-mapped IPv6; returns the nr_family. */
+static __always_inline __u8 read_addrs(const struct sock *sk, __u32 peer[4], __u32 local[4])
+{
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET) {
+		peer[2] = local[2] = bpf_htonl(0xffff);
+		peer[3] = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		local[3] = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		return NR_FAMILY_IPV4;
+	}
+	BPF_CORE_READ_INTO(peer, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
+	BPF_CORE_READ_INTO(local, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32);
+	if (peer[0] == 0 && peer[1] == 0 && peer[2] == bpf_htonl(0xffff))
+		return NR_FAMILY_IPV4;
+	return NR_FAMILY_IPV6;
+}
+
+/* Current values of the per-socket counters (resets come from our own tallies). */
+static __always_inline void read_counters(const struct sock *sk, const struct sock_state *st,
+					  __s64 now[C_MAX])
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+
+	/* Payload sent once: bytes_sent counts retransmitted payload again. (bytes_acked would
+	 * also count the SYN and FIN sequence numbers.) */
+	now[C_BYTES_TX] = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
+	/* bytes_received advances with rcv_nxt, which a received FIN moves by one; tcp_fin
+	 * sets SOCK_DONE in the same locked section. */
+	now[C_BYTES_RX] = BPF_CORE_READ(tp, bytes_received) - ((flags >> SOCK_DONE) & 1);
+	now[C_SEGS_OUT] = BPF_CORE_READ(tp, segs_out);
+	now[C_SEGS_IN] = BPF_CORE_READ(tp, segs_in);
+	now[C_RETRANS] = BPF_CORE_READ(tp, total_retrans);
+	now[C_RST_TX] = st->resets[0];
+	now[C_RST_RX] = st->resets[1];
+}
+
+/* --- identity ------------------------------------------------------------------------ */
+
+static __always_inline __u64 sock_cgroup(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+}
+
+/* The current task as owner; the cgroup is the socket's (accepted sockets inherit it). */
+static __always_inline void identity_from_task(struct nr_identity *id, const struct sock *sk)
+{
+	id->cgroup_id = sock_cgroup(sk);
+	if (!id->cgroup_id)
+		id->cgroup_id = bpf_get_current_cgroup_id();
+	id->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(id->comm, sizeof(id->comm));
+}
+
+static __always_inline struct nr_identity *listener_of(const struct sock *sk, __u16 port)
+{
+	struct listener_key key = { .netns = netns_of(sk), .port = port };
+
+	return bpf_map_lookup_elem(&listeners, &key);
+}
+
+/* Remember a listener; `from_task` in process context (listen()), not in the iterator. */
+static __always_inline void remember_listener(const struct sock *sk, bool from_task)
+{
+	struct listener_key key = { .netns = netns_of(sk) };
+	struct nr_identity id = {};
+
+	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (from_task)
+		identity_from_task(&id, sk);
+	else
+		id.cgroup_id = sock_cgroup(sk);
+	if (bpf_map_update_elem(&listeners, &key, &id, from_task ? BPF_ANY : BPF_NOEXIST) == -E2BIG)
+		count_loss(NR_LOSS_LISTENERS_FULL);
+}
+
+static __always_inline void forget_listener(const struct sock *sk)
+{
+	struct listener_key key = { .netns = netns_of(sk) };
+
+	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	bpf_map_delete_elem(&listeners, &key);
+}
+
+/* --- per-socket state ------------------------------------------------------------------ */
+
+static __always_inline struct sock_state *lookup_sock(const struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+
+	return bpf_map_lookup_elem(&sockets, &key);
+}
+
+/* A new `sockets` entry with its key filled from the socket; NULL (counted) when full. */
+static __always_inline struct sock_state *track_sock(const struct sock *sk, __u8 direction,
+						     __u32 flags)
+{
+	__u64 key = (__u64)sk;
+	struct sock_state *st;
+
+	if (bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_NOEXIST)) {
+		count_loss(NR_LOSS_SOCKETS_FULL);
+		return NULL;
+	}
+	gauge_add(NR_GAUGE_SOCKETS, 1);
+	st = bpf_map_lookup_elem(&sockets, &key);
+	if (!st)
+		return NULL;
+	st->flags = flags;
+	st->key.transport = NR_TRANSPORT_TCP;
+	st->key.direction = direction;
+	st->key.family = read_addrs(sk, (__u32 *)st->key.peer, (__u32 *)st->key.local);
+	if (direction == NR_DIR_OUTGOING) {
+		__builtin_memset(st->key.local, 0, sizeof(st->key.local));
+		st->key.server_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	} else {
+		st->key.server_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	}
+	return st;
+}
+
+/* Add what changed since the last flush to the aggregate `stats`. */
+static __always_inline void flush_counters(const struct sock *sk, struct sock_state *st,
+					   struct nr_flow_stats *stats)
+{
+	__s64 now[C_MAX], delta[C_MAX];
+	int i;
+
+	read_counters(sk, st, now);
+	/* xchg keeps the sum of deltas exact even if two flushes of one socket interleave. */
+	for (i = 0; i < C_MAX; i++)
+		delta[i] = now[i] - __sync_lock_test_and_set(&st->last[i], now[i]);
+	if (delta[C_BYTES_TX])
+		__sync_fetch_and_add(&stats->bytes_tx, delta[C_BYTES_TX]);
+	if (delta[C_BYTES_RX])
+		__sync_fetch_and_add(&stats->bytes_rx, delta[C_BYTES_RX]);
+	if (delta[C_SEGS_OUT])
+		__sync_fetch_and_add(&stats->packets_tx, delta[C_SEGS_OUT]);
+	if (delta[C_SEGS_IN])
+		__sync_fetch_and_add(&stats->packets_rx, delta[C_SEGS_IN]);
+	if (delta[C_RETRANS])
+		__sync_fetch_and_add(&stats->retransmits, delta[C_RETRANS]);
+	if (delta[C_RST_TX])
+		__sync_fetch_and_add(&stats->resets_tx, delta[C_RST_TX]);
+	if (delta[C_RST_RX])
+		__sync_fetch_and_add(&stats->resets_rx, delta[C_RST_RX]);
+}
+
+static __always_inline void flush(const struct sock *sk, struct sock_state *st)
+{
+	struct nr_flow_stats *stats;
+
+	if (st->flags & SOCK_PROVISIONAL)
+		return;
+	stats = flow_stats(&st->key);
+	if (stats)
+		flush_counters(sk, st, stats);
+}
+
+static __always_inline void rtt_sample(const struct sock *sk, struct nr_flow_stats *stats)
+{
+	__u64 srtt_us = BPF_CORE_READ((const struct tcp_sock *)sk, srtt_us) >> 3;
+
+	if (srtt_us)
+		hist_add(&stats->rtt, settings.rtt_bounds_ns, settings.rtt_nbounds, srtt_us * 1000);
+}
+
+/* Make a provisional identity final: from the current task when `from_task`, else keep
+ * the listener's. Counts held back until now go to the final key. */
+static __always_inline void finalize(const struct sock *sk, struct sock_state *st,
+				     bool from_task)
+{
+	struct nr_flow_stats *stats;
+
+	if (!(__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL))
+		return;  /* someone else finalized it */
+	if (from_task)
+		identity_from_task(&st->key.id, sk);
+	stats = flow_stats(&st->key);
+	if (!stats)
+		return;
+	if (!(st->flags & SOCK_PREEXISTING))
+		__sync_fetch_and_add(&stats->opened, 1);
+	__sync_fetch_and_add(&stats->active, 1);
+	flush_counters(sk, st, stats);
+}
+
+/* --- state transitions ----------------------------------------------------------------- */
+
+static __always_inline void on_connect(const struct sock *sk)
+{
+	struct sock_state *st = track_sock(sk, NR_DIR_OUTGOING, 0);
+
+	if (st)
+		identity_from_task(&st->key.id, sk);
+}
+
+static __always_inline void on_connected(const struct sock *sk)
+{
+	struct sock_state *st = lookup_sock(sk);
+	struct nr_flow_stats *stats;
+
+	if (!st)
+		return;
+	st->flags |= SOCK_ESTABLISHED;
+	st->start_ns = bpf_ktime_get_ns();
+	stats = flow_stats(&st->key);
+	if (!stats)
+		return;
+	__sync_fetch_and_add(&stats->opened, 1);
+	__sync_fetch_and_add(&stats->active, 1);
+	flush_counters(sk, st, stats);
+}
+
+/* An accepted child became established (softirq): the listener's identity, provisional
+ * until a process reads or writes it. */
+static __always_inline void on_accepted(const struct sock *sk)
+{
+	struct nr_identity *owner = listener_of(sk, BPF_CORE_READ(sk, __sk_common.skc_num));
+	struct sock_state *st = track_sock(sk, NR_DIR_INCOMING,
+					   SOCK_PROVISIONAL | SOCK_ESTABLISHED);
+
+	if (!st)
+		return;
+	st->start_ns = bpf_ktime_get_ns();
+	if (owner)
+		st->key.id = *owner;
+	else
+		st->key.id.cgroup_id = sock_cgroup(sk);
+}
+
+static __always_inline __u32 failure_reason(const struct sock *sk)
+{
+	switch (BPF_CORE_READ(sk, sk_err)) {
+	case ECONNREFUSED:
+		return NR_FAIL_REFUSED;
+	case ETIMEDOUT:
+		return NR_FAIL_TIMEOUT;
+	case ECONNRESET:
+		return NR_FAIL_RESET;
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+		return NR_FAIL_UNREACHABLE;
+	default:
+		return NR_FAIL_OTHER;
+	}
+}
+
+static __always_inline void on_close(const struct sock *sk)
+{
+	struct sock_state *st = lookup_sock(sk);
+	struct nr_flow_stats *stats;
+	__u32 reason;
+
+	if (!st || (__sync_fetch_and_or(&st->flags, SOCK_ENDED) & SOCK_ENDED))
+		return;
+	finalize(sk, st, false);
+	stats = flow_stats(&st->key);
+	if (!stats)
+		return;
+	flush_counters(sk, st, stats);
+	if (!(st->flags & SOCK_ESTABLISHED)) {
+		reason = failure_reason(sk);
+		if (reason < NR_FAIL_MAX)
+			__sync_fetch_and_add(&stats->failed[reason], 1);
+		return;
+	}
+	__sync_fetch_and_add(&stats->closed, 1);
+	__sync_fetch_and_add(&stats->active, -1);
+	rtt_sample(sk, stats);
+	if (st->start_ns)
+		hist_add(&stats->duration, settings.duration_bounds_ns, settings.duration_nbounds,
+			 bpf_ktime_get_ns() - st->start_ns);
+}
 
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(on_state, const struct sock *sk, int oldstate, int newstate)
+int BPF_PROG(tcp_state, const struct sock *sk, int oldstate, int newstate)
 {
-	__u64 key = newstate + settings.flags, one = 1, *v;
-	v = bpf_map_lookup_elem(&counts, &key);
-	if (v)
-		__sync_fetch_and_add(v, 1);
+	if (!is_tcp_inet(sk))
+		return 0;
+	if (newstate == TCP_SYN_SENT)
+		on_connect(sk);
+	else if (newstate == TCP_LISTEN)
+		remember_listener(sk, true);
+	else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
+		forget_listener(sk);
+	else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED)
+		on_connected(sk);
+	else if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)
+		on_accepted(sk);
+	else if (newstate == TCP_CLOSE)
+		on_close(sk);
+	return 0;
+}
+
+/* Resets may follow the CLOSE transition (SO_LINGER 0 closes, then sends the reset), so
+ * the entry lives until the socket is destroyed. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tcp_destroy, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
+
+	if (!st)
+		return 0;
+	finalize(sk, st, false);
+	flush(sk, st);
+	if (bpf_map_delete_elem(&sockets, &key) == 0)
+		gauge_add(NR_GAUGE_SOCKETS, -1);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_reset_sent, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct sock_state *st;
+
+	if (!sk)
+		return 0;  /* reset for a packet without a socket */
+	st = lookup_sock(sk);
+	if (st)
+		__sync_fetch_and_add(&st->resets[0], 1);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tcp_reset_received, struct sock *sk)
+{
+	struct sock_state *st = lookup_sock(sk);
+
+	if (st)
+		__sync_fetch_and_add(&st->resets[1], 1);
+	return 0;
+}
+
+/* --- owner of accepted sockets: the first process that reads or writes ----------------- */
+
+static __always_inline void claim(const struct sock *sk)
+{
+	struct sock_state *st;
+
+	if (!is_tcp_inet(sk))
+		return;
+	st = lookup_sock(sk);
+	if (st && (st->flags & SOCK_PROVISIONAL))
+		finalize(sk, st, true);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tcp_sent, struct sock *sk, int ret, int flags)
+{
+	claim(sk);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tcp_received, struct sock *sk, int ret, int flags)
+{
+	claim(sk);
+	return 0;
+}
+
+/* --- the per-interval pass ----------------------------------------------------------- */
+
+/* A connection open before we started: counted from now on, never as opened. */
+static __always_inline void adopt(const struct sock *sk)
+{
+	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	struct nr_identity *owner = listener_of(sk, port);
+	struct sock_state *st;
+	__s64 now[C_MAX];
+	int i;
+
+	st = track_sock(sk, owner ? NR_DIR_INCOMING : NR_DIR_OUTGOING,
+			SOCK_PROVISIONAL | SOCK_ESTABLISHED | SOCK_PREEXISTING | SOCK_SEEN);
+	if (!st)
+		return;
+	if (owner)
+		st->key.id = *owner;
 	else
-		bpf_map_update_elem(&counts, &key, &one, BPF_NOEXIST);
+		st->key.id.cgroup_id = sock_cgroup(sk);
+	read_counters(sk, st, now);
+	for (i = 0; i < C_MAX; i++)
+		st->last[i] = now[i];
+}
+
+/* Flush a tracked socket; a provisional one gets a pass to be claimed by its process,
+ * then keeps the listener's identity. */
+static __always_inline void visit(const struct sock *sk, struct sock_state *st)
+{
+	struct nr_flow_stats *stats;
+
+	if (st->flags & SOCK_PROVISIONAL) {
+		if (!(__sync_fetch_and_or(&st->flags, SOCK_SEEN) & SOCK_SEEN))
+			return;
+		finalize(sk, st, false);
+	}
+	if (st->flags & SOCK_ENDED)
+		return;  /* closed: its last counts go in at destroy */
+	stats = flow_stats(&st->key);
+	if (!stats)
+		return;
+	flush_counters(sk, st, stats);
+	rtt_sample(sk, stats);
+}
+
+SEC("iter/tcp")
+int tcp_flush(struct bpf_iter__tcp *ctx)
+{
+	const struct sock *sk = (const struct sock *)ctx->sk_common;
+	struct sock_state *st;
+	__u8 state;
+
+	if (!sk)
+		return 0;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0;  /* minisockets: not a struct tcp_sock */
+	if (state == TCP_LISTEN) {
+		remember_listener(sk, false);
+		return 0;
+	}
+	st = lookup_sock(sk);
+	if (st)
+		visit(sk, st);
+	else if (state != TCP_SYN_SENT && state != TCP_SYN_RECV && state != TCP_CLOSE)
+		adopt(sk);
 	return 0;
 }

@@ -1,0 +1,82 @@
+"""Cumulative flow series built from per-interval deltas.
+
+The kernel hands over what changed in one interval (per flow key); `FlowTable` adds it to
+a cumulative `Series` whose `start_ns` is when the key was first seen, and forgets keys
+that stayed idle (no change and no active connection) for `idle_intervals` intervals.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from .model import FailureReason, FlowKey, Histogram, Series, Snapshot, TcpStats
+
+_COUNTERS = ("opened", "closed", "active", "bytes_sent", "bytes_received", "packets_sent",
+             "packets_received", "retransmits", "resets_sent", "resets_received")
+
+
+def add_tcp(total: TcpStats, delta: TcpStats) -> None:
+    """Add a delta into cumulative stats (counters, failures by reason, histograms)."""
+    for name in _COUNTERS:
+        setattr(total, name, getattr(total, name) + getattr(delta, name))
+    for reason, count in delta.failed.items():
+        total.failed[reason] = total.failed.get(reason, 0) + count
+    total.duration = _add_hist(total.duration, delta.duration)
+    total.rtt = _add_hist(total.rtt, delta.rtt)
+
+
+def _add_hist(total: Histogram | None, delta: Histogram | None) -> Histogram | None:
+    if delta is None:
+        return total
+    if total is None:
+        return copy.deepcopy(delta)
+    total.merge(delta)
+    return total
+
+
+def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...]) -> TcpStats:
+    """Zero stats with both histograms present (so every series exports them)."""
+    return TcpStats(failed={reason: 0 for reason in FailureReason},
+                    duration=Histogram.empty(duration_bounds), rtt=Histogram.empty(rtt_bounds))
+
+
+@dataclass
+class _Entry:
+    series: Series
+    idle: int = 0
+
+
+class FlowTable:
+    """Cumulative TCP series per FlowKey, fed once per interval with deltas."""
+
+    def __init__(self, duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...],
+                 idle_intervals: int = 10):
+        self.duration_bounds, self.rtt_bounds = duration_bounds, rtt_bounds
+        self.idle_intervals = idle_intervals
+        self._entries: dict[FlowKey, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def apply(self, deltas: dict[FlowKey, TcpStats], now_ns: int) -> None:
+        """Add one interval's deltas, then age and evict idle keys."""
+        for key, delta in deltas.items():
+            entry = self._entries.get(key)
+            if entry is None:
+                stats = empty_tcp(self.duration_bounds, self.rtt_bounds)
+                entry = self._entries[key] = _Entry(Series(start_ns=now_ns, stats=stats))
+            add_tcp(entry.series.stats, delta)
+            entry.idle = -1  # becomes 0 below: changed this interval
+        self._age()
+
+    def _age(self) -> None:
+        for key, entry in list(self._entries.items()):
+            entry.idle += 1
+            if entry.idle >= self.idle_intervals and entry.series.stats.active == 0:
+                del self._entries[key]
+
+    def fill(self, snapshot: Snapshot) -> None:
+        """Copy every series into `snapshot.tcp` (the snapshot may be kept by others)."""
+        for key, entry in self._entries.items():
+            snapshot.tcp[key] = copy.deepcopy(entry.series)

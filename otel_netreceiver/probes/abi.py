@@ -1,0 +1,161 @@
+"""ctypes mirrors of bpf/netreceiver.h (checked against the objects' BTF by a unit test)."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+from ctypes import Structure, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
+from enum import IntEnum
+
+COMM_LEN = 16
+ADDR_LEN = 16
+HIST_MAX_BOUNDS = 16
+HIST_BUCKETS = HIST_MAX_BOUNDS + 1
+
+
+class Direction(IntEnum):
+    OUTGOING = 0
+    INCOMING = 1
+
+
+class Family(IntEnum):
+    IPV4 = 4
+    IPV6 = 6
+
+
+class Transport(IntEnum):
+    TCP = 6
+    UDP = 17
+
+
+class Failure(IntEnum):
+    REFUSED = 0
+    TIMEOUT = 1
+    RESET = 2
+    UNREACHABLE = 3
+    OTHER = 4
+
+
+FAIL_MAX = 5
+
+
+class Loss(IntEnum):
+    """enum nr_loss; the names (lowercase) are the loss reasons user space reports."""
+
+    SOCKETS_FULL = 0
+    FLOWS_FULL = 1
+    LISTENERS_FULL = 2
+    RINGBUF_FULL = 3
+
+
+LOSS_MAX = 8
+
+
+class Gauge(IntEnum):
+    SOCKETS = 0
+
+
+GAUGE_MAX = 4
+
+
+class Identity(Structure):
+    _fields_ = [
+        ("cgroup_id", c_uint64),
+        ("tgid", c_uint32),
+        ("comm", c_uint8 * COMM_LEN),
+        ("_pad", c_uint32),
+    ]
+
+
+class FlowKey(Structure):
+    _fields_ = [
+        ("id", Identity),
+        ("peer", c_uint8 * ADDR_LEN),
+        ("local", c_uint8 * ADDR_LEN),
+        ("server_port", c_uint16),
+        ("direction", c_uint8),
+        ("transport", c_uint8),
+        ("family", c_uint8),
+        ("_pad", c_uint8 * 3),
+    ]
+
+
+class Histogram(Structure):
+    _fields_ = [
+        ("buckets", c_uint64 * HIST_BUCKETS),
+        ("sum_ns", c_uint64),
+        ("count", c_uint64),
+    ]
+
+
+class FlowStats(Structure):
+    _fields_ = [
+        ("opened", c_uint64),
+        ("closed", c_uint64),
+        ("active", c_int64),
+        ("failed", c_uint64 * FAIL_MAX),
+        ("bytes_tx", c_int64),
+        ("bytes_rx", c_int64),
+        ("packets_tx", c_int64),
+        ("packets_rx", c_int64),
+        ("retransmits", c_int64),
+        ("resets_tx", c_uint64),
+        ("resets_rx", c_uint64),
+        ("duration", Histogram),
+        ("rtt", Histogram),
+    ]
+
+
+class Settings(Structure):
+    _fields_ = [
+        ("duration_bounds_ns", c_uint64 * HIST_MAX_BOUNDS),
+        ("rtt_bounds_ns", c_uint64 * HIST_MAX_BOUNDS),
+        ("duration_nbounds", c_uint32),
+        ("rtt_nbounds", c_uint32),
+        ("flags", c_uint32),
+        ("_pad", c_uint32),
+    ]
+
+
+# C struct name -> mirror, for the ABI test
+MIRRORS = {
+    "nr_identity": Identity,
+    "nr_flow_key": FlowKey,
+    "nr_histogram": Histogram,
+    "nr_flow_stats": FlowStats,
+    "nr_settings": Settings,
+}
+
+
+def address_text(raw: bytes, family: int) -> str:
+    """A 16-byte address as text; IPv4 families are stored v4-mapped."""
+    address = ipaddress.IPv6Address(bytes(raw))
+    if family == Family.IPV4:
+        return str(address.ipv4_mapped or ipaddress.IPv4Address(bytes(raw)[12:]))
+    return str(address)
+
+
+def comm_text(raw) -> str:
+    return bytes(raw).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def bounds_ns(bounds_s: tuple[float, ...]) -> list[int]:
+    """Histogram bounds in seconds -> integer nanoseconds (at most HIST_MAX_BOUNDS)."""
+    if len(bounds_s) > HIST_MAX_BOUNDS:
+        raise ValueError(f"at most {HIST_MAX_BOUNDS} histogram bounds, got {len(bounds_s)}")
+    result = [round(b * 1e9) for b in bounds_s]
+    if result != sorted(set(result)):
+        raise ValueError(f"histogram bounds must increase: {bounds_s}")
+    return result
+
+
+def make_settings(duration_s: tuple[float, ...], rtt_s: tuple[float, ...]) -> Settings:
+    settings = Settings()
+    for name, bounds in (("duration", duration_s), ("rtt", rtt_s)):
+        values = bounds_ns(bounds)
+        getattr(settings, f"{name}_bounds_ns")[:len(values)] = values
+        setattr(settings, f"{name}_nbounds", len(values))
+    return settings
+
+
+assert ctypes.sizeof(FlowKey) == 72 and ctypes.sizeof(Identity) == 32

@@ -1,0 +1,59 @@
+"""Network namespaces: listing them and running code inside one.
+
+`iter/tcp` visits only the sockets of the network namespace of the process that creates
+the iterator, so the per-interval pass runs once in every namespace that has sockets.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def list_netns(proc: Path = Path("/proc"), named: Path = Path("/run/netns")) -> list[str]:
+    """One path per distinct network namespace: processes' ns/net and `ip netns` names."""
+    seen, result = set(), []
+    candidates = [*proc.glob("[0-9]*/ns/net"), *(named.iterdir() if named.is_dir() else [])]
+    for path in candidates:
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue  # process exited, or not ours to see
+        if (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            result.append(str(path))
+    return result
+
+
+def current_netns() -> tuple[int, int]:
+    info = os.stat("/proc/thread-self/ns/net")
+    return info.st_dev, info.st_ino
+
+
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns {what}: {os.strerror(err)}")
+
+
+@contextmanager
+def inside(path: str):
+    """Run the block with this thread in the network namespace at `path`."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+        try:
+            _setns(target, path)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(own, "back to our own namespace")
+    finally:
+        os.close(own)
