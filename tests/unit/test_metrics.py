@@ -1,0 +1,168 @@
+"""The metrics builder: cumulative and delta points, opt-outs, one Resource per workload."""
+
+import pytest
+from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
+
+from otel_netreceiver.enrich.base import Enricher
+from otel_netreceiver.flows.model import (EnrichedSnapshot, Histogram, Record, RecordKind, Series,
+                                          Snapshot, TcpStats)
+from otel_netreceiver.metrics import catalog
+from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
+from tests.support import fake_source
+
+CATALOG = catalog.load()
+HOST = {"host.name": "h1", "os.type": "linux"}
+SECOND = 1_000_000_000
+
+
+def builder(delta=False, enabled=None, dropped=(), dropped_resource=()):
+    settings = BuildSettings(frozenset(enabled or CATALOG.metrics), frozenset(dropped),
+                             frozenset(dropped_resource), delta)
+    return MetricsBuilder(CATALOG, settings, {**HOST, "service.name": "agent"}, start_ns=SECOND // 2)
+
+
+def snapshots(source, times):
+    enricher = Enricher(HOST)
+    for t in times:
+        snapshot = Snapshot(t * SECOND)
+        source.collect(snapshot)
+        yield enricher.enrich(snapshot)
+
+
+def metrics_by_name(data):
+    """name -> (resource attributes, scope name, Metric) for every exported metric."""
+    out = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                out.setdefault(m.name, []).append((dict(rm.resource.attributes), sm.scope.name, m))
+    return out
+
+
+def point(metric, **attributes):
+    matches = [p for p in metric.data.data_points
+               if all(p.attributes.get(k.replace("_", ".")) == v for k, v in attributes.items())]
+    assert len(matches) == 1, matches
+    return matches[0]
+
+
+def build_steps(b, steps):
+    source = fake_source.FakeCollector()
+    data = None
+    for enriched in snapshots(source, range(1, steps + 1)):
+        data = b.build(enriched, AgentTelemetry({"otlp": 2}, 0.25))
+    return metrics_by_name(data)
+
+
+def test_cumulative_values_units_and_start_time():
+    metrics = build_steps(builder(), 3)
+    [(resource, scope, io)] = metrics["tcp.io"]
+    assert resource == HOST and scope == CATALOG.flows_scope and io.unit == "By"
+    sent = point(io, network_connection_direction="outgoing", network_io_direction="transmit")
+    assert (sent.value, sent.start_time_unix_nano, sent.time_unix_nano) == (300, fake_source.START_NS, 3 * SECOND)
+    assert io.data.aggregation_temporality is AggregationTemporality.CUMULATIVE and io.data.is_monotonic
+
+
+@pytest.mark.parametrize("name, selector, value", [
+    ("tcp.connection.opened", {"network_connection_direction": "incoming"}, 6),
+    ("tcp.connection.failed", {"error_type": "refused", "network_connection_direction": "outgoing"}, 3),
+    ("tcp.connection.active", {"network_connection_direction": "outgoing"}, 1),
+    ("tcp.packet.count", {"network_connection_direction": "outgoing", "network_io_direction": "receive"}, 12),
+    ("tcp.retransmit.count", {"network_connection_direction": "outgoing"}, 3),
+    ("tcp.reset.count", {"network_connection_direction": "outgoing", "network_io_direction": "receive"}, 3),
+    ("udp.io", {"network_io_direction": "receive"}, 60),
+    ("udp.packet.count", {"network_io_direction": "transmit"}, 3),
+    ("dns.lookup.timeout.count", {"dns_question_name": "example.test"}, 3),
+])
+def test_each_field_maps_to_its_metric(name, selector, value):
+    [(_, _, metric)] = build_steps(builder(), 3)[name]
+    assert point(metric, **selector).value == value
+
+
+def test_histogram_points_carry_bounds_and_counts():
+    [(_, _, metric)] = build_steps(builder(), 2)["tcp.connection.duration"]
+    p = point(metric, network_connection_direction="outgoing")
+    assert isinstance(p, HistogramDataPoint)
+    assert (p.count, list(p.bucket_counts), list(p.explicit_bounds)) == (4, [2, 0, 2, 0, 0], [0.001, 0.01, 0.1, 1.0])
+    assert p.sum == pytest.approx(0.101)
+
+
+def test_delta_subtracts_previous_and_starts_at_previous_time():
+    metrics = build_steps(builder(delta=True), 3)
+    [(_, _, io)] = metrics["tcp.io"]
+    p = point(io, network_connection_direction="outgoing", network_io_direction="transmit")
+    assert (p.value, p.start_time_unix_nano, p.time_unix_nano) == (100, 2 * SECOND, 3 * SECOND)
+    assert io.data.aggregation_temporality is AggregationTemporality.DELTA
+    [(_, _, duration)] = metrics["tcp.connection.duration"]
+    h = point(duration, network_connection_direction="outgoing")
+    assert (h.count, list(h.bucket_counts)) == (2, [1, 0, 1, 0, 0])
+
+
+def test_delta_first_point_is_cumulative_since_series_start():
+    [(_, _, io)] = build_steps(builder(delta=True), 1)["tcp.io"]
+    p = point(io, network_connection_direction="outgoing", network_io_direction="transmit")
+    assert (p.value, p.start_time_unix_nano) == (100, fake_source.START_NS)
+
+
+def test_delta_keeps_non_monotonic_sums_cumulative():
+    [(_, _, active)] = build_steps(builder(delta=True), 3)["tcp.connection.active"]
+    assert active.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
+    assert point(active, network_connection_direction="outgoing").value == 1
+
+
+def tcp_record(comm, peer, opened, start_ns=SECOND, resource=(("host.name", "h1"),)):
+    attributes = {"network.transport": "tcp", "network.peer.address": peer, "server.port": 80,
+                  "process.executable.name": comm, "not.in.catalog": "x"}
+    return Record(RecordKind.TCP, resource, attributes, Series(start_ns, TcpStats(opened=opened)))
+
+
+def test_delta_restarts_when_a_series_goes_backwards():
+    b = builder(delta=True, enabled={"tcp.connection.opened"})
+    b.build(EnrichedSnapshot(2 * SECOND, [tcp_record("a", "p", 10)]), AgentTelemetry())
+    data = b.build(EnrichedSnapshot(3 * SECOND, [tcp_record("a", "p", 4, start_ns=2500 * 10**6)]),
+                   AgentTelemetry())
+    [(_, _, opened)] = metrics_by_name(data)["tcp.connection.opened"]
+    assert (opened.data.data_points[0].value, opened.data.data_points[0].start_time_unix_nano) == (4, 2500 * 10**6)
+
+
+def test_dropped_attribute_merges_series():
+    b = builder(enabled={"tcp.connection.opened"}, dropped={"network.peer.address"})
+    records = [tcp_record("a", "198.18.20.1", 3, start_ns=2 * SECOND), tcp_record("a", "198.18.20.9", 4)]
+    data = b.build(EnrichedSnapshot(5 * SECOND, records), AgentTelemetry())
+    [(_, _, opened)] = metrics_by_name(data)["tcp.connection.opened"]
+    [p] = opened.data.data_points
+    assert (p.value, p.start_time_unix_nano) == (7, SECOND)
+    assert "network.peer.address" not in p.attributes and "not.in.catalog" not in p.attributes
+
+
+def test_one_resource_per_workload_and_dropped_resource_attributes():
+    container = (("container.id", "c1"), ("host.id", "x"), ("host.name", "h1"))
+    records = [tcp_record("a", "p", 1), tcp_record("b", "p", 2, resource=container)]
+    b = builder(enabled={"tcp.connection.opened"}, dropped_resource={"host.id"})
+    data = b.build(EnrichedSnapshot(5 * SECOND, records), AgentTelemetry())
+    resources = sorted(tuple(sorted(r.resource.attributes.items())) for r in data.resource_metrics
+                       if r.scope_metrics[0].scope.name == CATALOG.flows_scope)
+    assert resources == [(("container.id", "c1"), ("host.name", "h1")), (("host.name", "h1"),)]
+
+
+def test_disabled_metric_is_absent():
+    enabled = set(CATALOG.metrics) - {"tcp.rtt", "tcp.io"}
+    metrics = build_steps(builder(enabled=enabled), 1)
+    assert "tcp.io" not in metrics and "tcp.connection.opened" in metrics
+
+
+def test_agent_metrics_under_agent_scope_and_resource():
+    metrics = build_steps(builder(), 2)
+    expected = {
+        "otel_netreceiver.events.lost": ({"reason": "ringbuf_full"}, 2),
+        "otel_netreceiver.map.fill": ({"map": "sockets"}, 0.25),
+        "otel_netreceiver.export.failures": ({"exporter": "otlp"}, 2),
+        "otel_netreceiver.collection.duration": ({}, 0.25),
+    }
+    for name, (attributes, value) in expected.items():
+        [(resource, scope, metric)] = metrics[name]
+        assert scope == CATALOG.agent_scope and resource["service.name"] == "agent"
+        [p] = metric.data.data_points
+        assert (dict(p.attributes), p.value) == (attributes, value)
+    [(_, _, tracked)] = metrics["otel_netreceiver.flows.tracked"]
+    assert {p.attributes["kind"]: p.value for p in tracked.data.data_points} == {"tcp": 2, "udp": 1, "dns": 1}
