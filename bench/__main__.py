@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import monitors, network, runner, sink
+from bench import completeness, cost, monitors, network, runner, series, sink
 from bench.procstat import bpf_stats_enabled
 
 BENCHMARKS = {
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "keepalive": network.keepalive,
     "bulk": network.bulk,
     "dns": network.dns,
+    "cost": cost.cost,
 }
 SUITES = {"network": ["churn", "bulk", "keepalive", "dns"]}
 
@@ -31,6 +32,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="which cases, in round order (off, agent, peer)")
     parser.add_argument("--agent-cmd", help="command that runs the agent (default: "
                         ".venv/bin/otel-netreceiver run --config bench/agent.yaml)")
+    parser.add_argument("--rate", type=int, default=5000, help="cost: connections/s (default 5000)")
+    parser.add_argument("--connections", type=int, default=100_000,
+                        help="completeness: connections to make (default 100000)")
+    parser.add_argument("--sizes", type=lambda s: [int(n) for n in s.split(",")],
+                        default=list(series.SIZES), help="series: N values (default 1000,10000,100000)")
+    parser.add_argument("--intervals", type=int, default=3, help="series: intervals per N (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s, concurrency 8")
     parser.add_argument("--no-bpf-stats", action="store_true",
                         help="leave kernel.bpf_stats_enabled alone (no BPF time columns)")
@@ -40,6 +47,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.concurrency = 2, 2.0, [8]
+        args.sizes, args.intervals = [n for n in args.sizes if n <= 10_000], 2
     return args
 
 
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-EXTRA: dict = {}
+EXTRA: dict = {"series": series.run, "completeness": completeness.run}
 
 if __name__ == "__main__":
     try:

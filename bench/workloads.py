@@ -61,3 +61,24 @@ def dnsperf(client: Host, server: str, query_file: str, seconds: float, clients:
     out = _run(argv, timeout=seconds + 30)
     return {"queries/s": _number(r"Queries per second:\s+([\d.]+)", out),
             "lost": _number(r"Queries lost:\s+(\d+)", out)}
+
+
+def paced_ab(client: Host, url: str, rate: int, seconds: float, concurrency: int = 8) -> dict:
+    """About `rate` connections/s: each second one `ab -n rate` burst, then idle to the tick."""
+    import time
+
+    made, start = 0, time.monotonic()
+    for tick in range(int(seconds)):
+        made += int(ab_count(client, url, rate, concurrency))
+        idle = start + tick + 1 - time.monotonic()
+        if idle > 0:
+            time.sleep(idle)
+    wall = time.monotonic() - start
+    return {"conn/s": made / wall, "connections": made}
+
+
+def ab_count(client: Host, url: str, count: int, concurrency: int) -> float:
+    """Exactly `count` connections (one request each); returns the completed count."""
+    argv = client.argv("ab", "-q", "-r", "-n", str(count), "-c", str(concurrency), url)
+    out = _run(argv, timeout=count / 100 + 60)
+    return _number(r"Complete requests:\s+(\d+)", out)

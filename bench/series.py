@@ -1,0 +1,124 @@
+"""Agent cost per interval with N flow series: enrichment + metrics build + OTLP export.
+
+Synthetic Snapshots with N distinct FlowKeys (many peers, a few workloads) go through the
+agent's own stages: `Enricher.enrich`, `MetricsBuilder.build`, and the OTLP/HTTP exporter
+sending to the null sink. Each N runs in a fresh process, so its RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+from bench import procstat, sink
+from otel_netreceiver.flows.model import (
+    Direction, Family, FlowKey, Histogram, Series, Snapshot, TcpStats, Transport, Workload,
+)
+
+SIZES = (1_000, 10_000, 100_000)
+WORKLOADS = 20
+
+
+def flow_keys(n: int) -> list[FlowKey]:
+    """N distinct keys: peers 10.x.y.z on a handful of server ports, 20 local workloads."""
+    workloads = [Workload(0, 1000 + w, f"svc{w}") for w in range(WORKLOADS)]
+    return [FlowKey(workloads[i % WORKLOADS], Transport.TCP, Family.IPV4,
+                    Direction.OUTGOING if i % 3 else Direction.INCOMING,
+                    f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", (80, 443, 5432, 6379)[i % 4],
+                    "" if i % 3 else "192.0.2.10")
+            for i in range(n)]
+
+
+def snapshot(keys: list[FlowKey], step: int, bounds: dict[str, tuple[float, ...]]) -> Snapshot:
+    """Cumulative stats that grow with `step`, as successive intervals would show them."""
+    snap = Snapshot(time_ns=time.time_ns())
+    for key in keys:
+        stats = TcpStats(opened=step, closed=step, active=1, bytes_sent=1000 * step,
+                         bytes_received=5000 * step, packets_sent=10 * step,
+                         packets_received=12 * step, retransmits=step // 5,
+                         duration=_histogram(bounds["duration"], step),
+                         rtt=_histogram(bounds["rtt"], step))
+        snap.tcp[key] = Series(start_ns=1, stats=stats)
+    return snap
+
+
+def _histogram(bounds: tuple[float, ...], step: int) -> Histogram:
+    hist = Histogram.empty(bounds)
+    hist.counts[len(bounds) // 2] = step
+    hist.count, hist.sum = step, step * bounds[len(bounds) // 2]
+    return hist
+
+
+def measure(n: int, intervals: int, endpoint: str) -> dict[str, float]:
+    """CPU and wall ms of each interval's enrich + build + export; RSS after."""
+    from otel_netreceiver.config import ExporterConfig
+    from otel_netreceiver.enrich.base import Enricher
+    from otel_netreceiver.export.otlp import OtlpExporter
+    from otel_netreceiver.metrics import catalog as catalog_module
+    from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
+
+    catalog = catalog_module.load()
+    bounds = {"duration": catalog.metrics["tcp.connection.duration"].bounds,
+              "rtt": catalog.metrics["tcp.rtt"].bounds}
+    enabled = frozenset(name for name, m in catalog.metrics.items() if m.enabled)
+    builder = MetricsBuilder(catalog, BuildSettings(enabled), {"service.name": "bench"}, 1)
+    enricher = Enricher({"host.name": "bench", "os.type": "linux"})
+    exporter = OtlpExporter(ExporterConfig("otlphttp", "otlphttp", f"{endpoint}/v1/metrics"))
+    keys = flow_keys(n)
+    cpu, wall = [], []
+    for step in range(1, intervals + 1):
+        snap = snapshot(keys, step, bounds)
+        c0, w0 = time.process_time(), time.perf_counter()
+        ok = exporter.export(builder.build(enricher.enrich(snap), AgentTelemetry()))
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        if not ok:
+            raise RuntimeError(f"export of {n} series to the sink failed")
+        del snap
+    return {"series": n, "cpu_ms": 1000 * statistics.median(cpu[1:] or cpu),
+            "wall_ms": 1000 * statistics.median(wall[1:] or wall),
+            "rss_MiB": procstat.status_kib(_self(), "VmRSS") / 1024,
+            "peak_rss_MiB": procstat.status_kib(_self(), "VmHWM") / 1024}
+
+
+def _self() -> int:
+    import os
+    return os.getpid()
+
+
+def run(args) -> int:
+    """Each N in its own process; a table of per-interval cost and how it grows with N."""
+    rows = []
+    with sink.running() as endpoint:
+        for n in args.sizes:
+            out = subprocess.run([sys.executable, "-m", "bench.series", str(n), str(args.intervals),
+                                  endpoint], capture_output=True, text=True, timeout=1800)
+            if out.returncode != 0:
+                raise RuntimeError(f"series N={n} failed: {out.stderr.strip()[-300:]}")
+            rows.append(json.loads(out.stdout))
+            print(f"  series N={n}: {rows[-1]}", file=sys.stderr)
+    print(render(rows, args.intervals))
+    return 0
+
+
+def render(rows: list[dict], intervals: int) -> str:
+    lines = [f"### cost per interval with N flow series (median of {intervals - 1} intervals after the first)", "",
+             "| N series | CPU ms | wall ms | CPU µs/series | RSS MiB | peak RSS MiB | CPU growth vs previous N |",
+             "|---|---|---|---|---|---|---|"]
+    previous = None
+    for row in rows:
+        growth = f"×{row['cpu_ms'] / previous['cpu_ms']:.1f} for ×{row['series'] / previous['series']:.0f} N" \
+            if previous else "-"
+        lines.append(f"| {row['series']:,} | {row['cpu_ms']:.1f} | {row['wall_ms']:.1f} | "
+                     f"{1000 * row['cpu_ms'] / row['series']:.1f} | {row['rss_MiB']:.1f} | "
+                     f"{row['peak_rss_MiB']:.1f} | {growth} |")
+        previous = row
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    size, count, sink_url = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    print(json.dumps(measure(size, count, sink_url)))
