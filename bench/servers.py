@@ -31,6 +31,7 @@ http {{
     server {{
         listen {address}:{port} backlog=4096 reuseport;
         location / {{ return 200 "ok\\n"; }}
+        location = /nre-status {{ stub_status; }}
     }}
 }}
 """
@@ -107,6 +108,15 @@ def dnsmasq(host: Host, name: str = "bench.test", answer: str = "198.18.50.99"):
                      f"--address=/{name}/{answer}", "--dns-forward-max=10000", "--user=root")
     with process(argv, host.address, 53, proto="udp"):
         yield host.address
+
+
+def nginx_accepts(client: Host, url: str) -> int:
+    """nginx's count of accepted connections (stub_status), read from the client host.
+
+    The reading itself is one more accepted connection, counted in the value returned.
+    """
+    out = client.run("curl", "-sf", url.rstrip("/") + "/nre-status").stdout
+    return int(out.splitlines()[2].split()[0])  # "accepts handled requests" numbers line
 
 
 def free_port() -> int:
