@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: GPL-2.0
+/* DNS packets of local clients, copied to user space for parsing and matching.
+ *
+ * cgroup_skb egress/ingress on the cgroup v2 root: a packet a local socket sends to a
+ * DNS port (a query) or receives from one (a response), over UDP or TCP, is copied
+ * (at most NRD_DNS_CAPTURE payload bytes) into the `dns_events` ring buffer with the
+ * socket's cgroup, the kernel timestamp and the addresses. Servers' own packets (port
+ * 53 on the local side) are not sent. A query's sender is taken from the current task:
+ * egress of a UDP datagram, and of TCP data written by sendmsg, runs in its context.
+ * A full ring buffer is a counted loss.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "netreceiver_dns.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile struct nrd_settings settings = {
+	.dns_ports = {53},
+	.flags = NRD_SETTING_IPV6 | NRD_SETTING_DNS_TCP,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} dns_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NRD_LOSS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} losses SEC(".maps");
+
+static __always_inline void count_loss(__u32 reason)
+{
+	__u64 *slot = bpf_map_lookup_elem(&losses, &reason);
+
+	if (slot)
+		*slot += 1;
+}
+
+static __always_inline int dns_port(__u16 port)
+{
+	for (int i = 0; i < NRD_MAX_DNS_PORTS; i++)
+		if (settings.dns_ports[i] && settings.dns_ports[i] == port)
+			return 1;
+	return 0;
+}
+
+static __always_inline void fill(struct nrd_dns_event *event, struct __sk_buff *skb,
+				 struct bpf_sock *sk, struct nrd_packet *pkt, int sent)
+{
+	event->timestamp_ns = bpf_ktime_get_ns();
+	event->id.cgroup_id = bpf_sk_cgroup_id(sk);
+	if (sent) {
+		event->id.tgid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(event->id.comm, sizeof(event->id.comm));
+	}
+	__builtin_memcpy(event->local, pkt->local, NRD_ADDR_LEN);
+	__builtin_memcpy(event->remote, pkt->remote, NRD_ADDR_LEN);
+	event->local_port = pkt->local_port;
+	event->remote_port = pkt->remote_port;
+	event->payload_len = pkt->payload_len;
+	event->sent = sent;
+	event->transport = pkt->protocol;
+	event->family = pkt->family;
+}
+
+static __always_inline void copy_payload(struct nrd_dns_event *event, struct __sk_buff *skb,
+					 __u32 offset, __u32 length)
+{
+	if (length > NRD_DNS_CAPTURE)
+		length = NRD_DNS_CAPTURE;
+	event->captured = 0;
+	if (length == 0)
+		return;
+	/* the same value, written so the verifier sees 1 <= length <= NRD_DNS_CAPTURE */
+	length = ((length - 1) & (NRD_DNS_CAPTURE - 1)) + 1;
+	if (!bpf_skb_load_bytes(skb, offset, event->payload, length))
+		event->captured = length;
+}
+
+static __always_inline int capture(struct __sk_buff *skb, int sent)
+{
+	struct nrd_dns_event *event;
+	struct nrd_packet pkt = {};
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 1;
+	if (sk->protocol != IPPROTO_UDP &&
+	    !(sk->protocol == IPPROTO_TCP && (settings.flags & NRD_SETTING_DNS_TCP)))
+		return 1;
+	if (nrd_parse(skb, sent, settings.flags & NRD_SETTING_IPV6, &pkt) ||
+	    pkt.protocol != sk->protocol || !dns_port(pkt.remote_port) || !pkt.payload_len)
+		return 1;
+	event = bpf_ringbuf_reserve(&dns_events, sizeof(*event), 0);
+	if (!event) {
+		count_loss(NRD_LOSS_RINGBUF_FULL);
+		return 1;
+	}
+	__builtin_memset(event, 0, offsetof(struct nrd_dns_event, payload));
+	fill(event, skb, sk, &pkt, sent);
+	copy_payload(event, skb, pkt.payload_off, pkt.payload_len);
+	bpf_ringbuf_submit(event, 0);
+	return 1;
+}
+
+SEC("cgroup_skb/egress")
+int dns_egress(struct __sk_buff *skb)
+{
+	return capture(skb, 1);
+}
+
+SEC("cgroup_skb/ingress")
+int dns_ingress(struct __sk_buff *skb)
+{
+	return capture(skb, 0);
+}

@@ -1,0 +1,112 @@
+"""IP address -> the domain name a workload resolved, learned from DNS answers.
+
+`DnsNames` is a bounded LRU, TTL-aware cache fed by the DNS tracker with every
+successful answer; `DnsPeerResolver` plugs it into the `Enricher` so that outgoing TCP
+and UDP flows carry `server.address` = that name instead of the IP.
+
+Names are kept per workload (cgroup id), because two workloads may resolve different
+names to one IP (shared CDN or load-balancer addresses), with a host-wide entry (the
+most recent answer from anyone) as the fallback for workloads that did not resolve
+the address themselves (e.g. a sidecar resolved it, or the answer was cached).
+The name recorded is the question the workload asked, not the end of a CNAME chain:
+it is the name in the workload's configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+from otel_netreceiver.flows.dns_parser import TYPE_A, TYPE_AAAA, TYPE_CNAME, Answer
+from otel_netreceiver.flows.model import Direction, FlowKey
+
+HOST_WIDE = -1  # the cache key of the host-wide entry of an address
+
+
+def canonical_address(text: str) -> str:
+    """One spelling per address; v4-mapped IPv6 becomes IPv4, as flow keys report it."""
+    address = ipaddress.ip_address(text)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+def resolved_addresses(question: str, answers: Iterable[Answer]) -> list[tuple[str, int]]:
+    """(address, ttl) of the A/AAAA answers reached from `question` through CNAMEs."""
+    chain, found = {question}, []
+    for answer in answers:
+        if answer.name not in chain:
+            continue  # not part of this question's answer: never trust it for the cache
+        if answer.rtype == TYPE_CNAME:
+            chain.add(answer.data)
+        elif answer.rtype in (TYPE_A, TYPE_AAAA):
+            found.append((answer.data, answer.ttl))
+    return found
+
+
+class DnsNames:
+    """Bounded LRU of (workload, address) -> (name, expiry), honouring answer TTLs.
+
+    A TTL below `min_ttl` is raised to it: flows are looked up when an interval ends,
+    often after a short TTL ran out, and a connection opened in time keeps its peer.
+    Safe to feed from one thread while another looks names up.
+    """
+
+    def __init__(
+        self,
+        capacity: int = 20000,
+        min_ttl: float = 60.0,
+        max_ttl: float = 86400.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._entries: OrderedDict[tuple[int, str], tuple[str, float]] = OrderedDict()
+        self._capacity, self._min_ttl, self._max_ttl = capacity, min_ttl, max_ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def learn(self, cgroup_id: int, question: str, answers: Iterable[Answer]) -> None:
+        """Record the addresses a workload's question resolved to."""
+        now = self._clock()
+        with self._lock:
+            for address, ttl in resolved_addresses(question, answers):
+                expiry = now + min(max(ttl, self._min_ttl), self._max_ttl)
+                text = canonical_address(address)
+                self._put((cgroup_id, text), (question, expiry))
+                self._put((HOST_WIDE, text), (question, expiry))
+
+    def name_for(self, cgroup_id: int, address: str) -> str | None:
+        """The name `cgroup_id` resolved to `address`, else the host-wide one, else None."""
+        text, now = canonical_address(address), self._clock()
+        with self._lock:
+            for key in ((cgroup_id, text), (HOST_WIDE, text)):
+                entry = self._entries.get(key)
+                if entry is not None and entry[1] > now:
+                    return entry[0]
+        return None
+
+    def _put(self, key: tuple[int, str], value: tuple[str, float]) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+            self.evictions += 1
+
+
+class DnsPeerResolver:
+    """PeerResolver: `server.address` of outgoing flows = the name the workload resolved."""
+
+    def __init__(self, names: DnsNames) -> None:
+        self._names = names
+
+    def peer_attributes(self, key: FlowKey) -> dict[str, str]:
+        if key.direction != Direction.OUTGOING:
+            return {}
+        name = self._names.name_for(key.workload.cgroup_id, key.peer_address)
+        return {"server.address": name} if name else {}

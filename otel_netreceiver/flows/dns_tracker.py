@@ -1,0 +1,179 @@
+"""Matches DNS responses to queries and keeps cumulative per-name lookup statistics.
+
+The kernel hands over client-side DNS packets (queries a local socket sent, responses
+it received) with kernel timestamps. A query waits in `pending` under (cgroup, local
+address and port, server address and port, message id); the response with the same
+key and the same question ends it: duration = response time - query time. A query not
+answered within `timeout_ns` is a timeout (a later answer is then ignored, so the
+outcome never depends on when the agent looked). Retransmissions of a pending query
+keep the first send time: the duration is what the workload waited.
+
+Cardinality guard: per workload and interval at most `max_names` distinct question
+names get their own series; the others are recorded under `_OTHER`.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from otel_netreceiver.flows.dns_parser import MalformedPacket, Message, parse
+from otel_netreceiver.flows.model import DnsKey, DnsStats, Histogram, Series, Snapshot, Workload
+
+OTHER_NAME = "_OTHER"
+DEFAULT_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+Endpoint = tuple[str, int]  # (address text, port)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsPacket:
+    """One DNS message seen on a local socket, as the collector decoded it."""
+
+    timestamp_ns: int  # CLOCK_MONOTONIC (bpf_ktime_get_ns)
+    workload: Workload
+    sent: bool  # True: the local socket sent it (egress); False: it received it
+    local: Endpoint
+    remote: Endpoint
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Pending:
+    timestamp_ns: int
+    workload: Workload
+    question: tuple[str, int]  # (name, qtype)
+    server: str
+
+
+class NameGuard:
+    """At most `limit` distinct names per workload per interval; the rest are `_OTHER`."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: dict[Workload, set[str]] = {}
+
+    def admit(self, workload: Workload, name: str) -> str:
+        names = self._seen.setdefault(workload, set())
+        if name in names or len(names) < self._limit:
+            names.add(name)
+            return name
+        return OTHER_NAME
+
+    def next_interval(self) -> None:
+        self._seen.clear()
+
+
+class DnsTracker:
+    """Turns DNS packets into cumulative `DnsStats` per (workload, name, server, outcome)."""
+
+    def __init__(
+        self,
+        bounds: tuple[float, ...] = DEFAULT_BOUNDS,
+        timeout_ns: int = 5_000_000_000,
+        max_names: int = 100,
+        max_pending: int = 65536,
+        on_answer: Callable[[Workload, Message], None] | None = None,
+        wall_clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._bounds, self._timeout_ns = tuple(bounds), timeout_ns
+        self._guard = NameGuard(max_names)
+        self._max_pending = max_pending
+        self._on_answer = on_answer
+        self._wall_clock = wall_clock
+        self._pending: OrderedDict[tuple, _Pending] = OrderedDict()
+        self._series: dict[DnsKey, Series] = {}
+        self.losses: Counter[str] = Counter()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def observe(self, packet: DnsPacket) -> None:
+        """Parse one packet and account for it; malformed packets are counted, never raised."""
+        try:
+            message = parse(packet.payload)
+        except MalformedPacket:
+            self.losses["dns.malformed_packet"] += 1
+            return
+        if packet.sent and not message.is_response:
+            self._query(packet, message)
+        elif not packet.sent and message.is_response:
+            self._response(packet, message)
+
+    def expire(self, now_ns: int) -> None:
+        """Count queries older than the timeout (at `now_ns`, monotonic) as timeouts."""
+        while self._pending:
+            key = next(iter(self._pending))
+            entry = self._pending[key]
+            if entry.timestamp_ns + self._timeout_ns > now_ns:
+                break
+            del self._pending[key]
+            self._stats(entry.workload, entry.question[0], entry.server, "").timeouts += 1
+
+    def collect(self, snapshot: Snapshot, now_ns: int) -> None:
+        """Expire, then copy every series into `snapshot.dns`; a new interval begins."""
+        self.expire(now_ns)
+        for key, series in self._series.items():
+            snapshot.dns[key] = Series(series.start_ns, _copy(series.stats))
+        self._guard.next_interval()
+
+    def _query(self, packet: DnsPacket, message: Message) -> None:
+        if message.question is None:
+            self.losses["dns.query_without_question"] += 1
+            return
+        key = (packet.workload.cgroup_id, packet.local, packet.remote, message.id)
+        if key in self._pending:
+            return  # a retransmission: the lookup started with the first send
+        if len(self._pending) >= self._max_pending:
+            self.losses["dns.pending_full"] += 1
+            return
+        question = (message.question.name, message.question.qtype)
+        self._pending[key] = _Pending(packet.timestamp_ns, packet.workload, question,
+                                      packet.remote[0])
+
+    def _response(self, packet: DnsPacket, message: Message) -> None:
+        key = (packet.workload.cgroup_id, packet.local, packet.remote, message.id)
+        entry = self._pending.get(key)
+        if entry is None or not _same_question(entry, message):
+            self.losses["dns.unmatched_response"] += 1
+            return
+        del self._pending[key]
+        elapsed = packet.timestamp_ns - entry.timestamp_ns
+        if elapsed > self._timeout_ns:
+            self._stats(entry.workload, entry.question[0], entry.server, "").timeouts += 1
+            return
+        stats = self._stats(entry.workload, entry.question[0], entry.server, message.error_type)
+        _observe(stats.duration, max(elapsed, 0) / 1e9)
+        if self._on_answer is not None and message.rcode == 0 and message.answers:
+            self._on_answer(entry.workload, message)
+
+    def _stats(self, workload: Workload, name: str, server: str, error: str) -> DnsStats:
+        key = DnsKey(workload, self._guard.admit(workload, name), server, error)
+        series = self._series.get(key)
+        if series is None:
+            stats = DnsStats(duration=Histogram.empty(self._bounds))
+            series = self._series[key] = Series(self._wall_clock(), stats)
+        return series.stats
+
+
+def _same_question(entry: _Pending, message: Message) -> bool:
+    """A response without a question (e.g. FORMERR) matches on the key alone."""
+    question = message.question
+    return question is None or (question.name, question.qtype) == entry.question
+
+
+def _observe(histogram: Histogram, seconds: float) -> None:
+    histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+    histogram.sum += seconds
+    histogram.count += 1
+
+
+def _copy(stats: DnsStats) -> DnsStats:
+    duration = stats.duration
+    if duration is not None:
+        duration = Histogram(duration.bounds, list(duration.counts), duration.sum, duration.count)
+    return DnsStats(duration=duration, timeouts=stats.timeouts)

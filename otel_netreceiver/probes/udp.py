@@ -1,0 +1,131 @@
+"""UDP flows: payload bytes and datagrams per workload, peer, server port and direction.
+
+`UdpCollector` loads bpf/udp.bpf.c (cgroup_skb programs on the cgroup v2 root). The
+kernel adds into one of two inner hashes; each interval `collect` swaps the slot to the
+other (the map-in-map update waits for an RCU grace period, so no program still writes
+the old one when it returns), drains the old with a batch lookup-and-delete, and adds
+the deltas into cumulative series.
+
+Debug entry: `python -m otel_netreceiver.probes.udp --seconds N` prints the flows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from ctypes import c_uint32
+from dataclasses import dataclass, field
+
+from ..flows.model import Direction, FlowKey, Series, Snapshot, Transport, UdpStats
+from . import libbpf
+from .cgroup_skb import (LOSS_FLOWS_FULL, LOSS_OWNERS_FULL, FAMILIES, FlowKeyC, SkbSettings,
+                         UdpStatsC, address_text, attached, read_losses, set_settings,
+                         workload)
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = {LOSS_FLOWS_FULL: "udp.flows_full", LOSS_OWNERS_FULL: "udp.owners_full"}
+INNER_MAPS = ("udp_flows_a", "udp_flows_b")
+
+
+@dataclass(frozen=True)
+class UdpSettings:
+    max_flows: int = 16384  # entries of each inner hash (distinct aggregates per interval)
+    skb: SkbSettings = field(default_factory=SkbSettings)
+    object_path: str | None = None
+
+
+def flow_key(raw: FlowKeyC) -> FlowKey:
+    """The model's key for a kernel key; the local address only for incoming flows."""
+    family = FAMILIES[raw.family]
+    incoming = raw.direction == 1
+    return FlowKey(
+        workload=workload(raw.id),
+        transport=Transport.UDP,
+        family=family,
+        direction=Direction.INCOMING if incoming else Direction.OUTGOING,
+        peer_address=address_text(raw.peer, raw.family),
+        server_port=raw.server_port,
+        local_address=address_text(raw.local, raw.family) if incoming else "",
+    )
+
+
+def add(stats: UdpStats, delta: UdpStatsC) -> None:
+    stats.bytes_sent += delta.bytes_tx
+    stats.bytes_received += delta.bytes_rx
+    stats.packets_sent += delta.packets_tx
+    stats.packets_received += delta.packets_rx
+
+
+class UdpCollector:
+    """Collector of UDP flows (see the module docstring)."""
+
+    def __init__(self, settings: UdpSettings | None = None, wall_clock=time.time_ns) -> None:
+        self.settings = settings or UdpSettings()
+        self._wall_clock = wall_clock
+        self._series: dict[FlowKey, Series] = {}
+        self._stack = None
+        self._loaded = None
+        self._active = 0  # index into INNER_MAPS of the map the kernel writes
+
+    def __enter__(self) -> "UdpCollector":
+        self._stack = attached("udp", self._configure, self.settings.object_path)
+        self._loaded = self._stack.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stack is not None:
+            self._stack.__exit__(None, None, None)
+            self._stack = self._loaded = None
+
+    def _configure(self, obj: libbpf.BpfObject) -> None:
+        set_settings(obj, self.settings.skb)
+        for name in INNER_MAPS:
+            obj.map(name).set_max_entries(self.settings.max_flows)
+
+    def collect(self, snapshot: Snapshot) -> None:
+        """Swap, drain the old inner map, and add every cumulative series to the snapshot."""
+        for raw_key, delta in self._drain(self._swap()):
+            key = flow_key(raw_key)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = Series(self._wall_clock(), UdpStats())
+            add(series.stats, delta)
+        for key, series in self._series.items():
+            stats = series.stats
+            snapshot.udp[key] = Series(series.start_ns, UdpStats(
+                stats.bytes_sent, stats.bytes_received, stats.packets_sent,
+                stats.packets_received))
+        snapshot.losses.update(read_losses(self._loaded, LOSS_NAMES))
+        snapshot.gauges["udp.flows"] = len(self._series)
+
+    def _swap(self) -> str:
+        """Point the kernel at the other inner map; return the name of the old one."""
+        old, new = INNER_MAPS[self._active], INNER_MAPS[1 - self._active]
+        libbpf.update(self._loaded.map("udp_flows").fd, c_uint32(0),
+                      c_uint32(self._loaded.map(new).fd))
+        self._active = 1 - self._active
+        return old
+
+    def _drain(self, name: str):
+        return libbpf.read_batch(self._loaded.map(name).fd, FlowKeyC, UdpStatsC,
+                                 self.settings.max_flows, delete=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the UDP flows seen during --seconds (a debugging aid)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    with UdpCollector() as collector:
+        time.sleep(args.seconds)
+        snapshot = Snapshot(time.time_ns())
+        collector.collect(snapshot)
+    for key, series in sorted(snapshot.udp.items(), key=lambda item: str(item[0])):
+        print(key, series.stats)
+    print("losses", snapshot.losses)
+
+
+if __name__ == "__main__":
+    main()
