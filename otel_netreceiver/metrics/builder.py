@@ -80,16 +80,19 @@ class MetricsBuilder:
     def build(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> MetricsData:
         """One MetricsData: a ResourceMetrics per workload, then the agent's own."""
         self._current = {}
-        out = []
+        scopes: dict[AttrKey, list[ScopeMetrics]] = {}
         for resource, records in self._group(enriched.records).items():
             metrics = self._flow_metrics_for(resource, records, enriched.time_ns)
             if metrics:
-                out.append(self._resource_metrics(dict(resource), self._catalog.flows_scope, metrics))
+                scopes.setdefault(resource, []).append(self._scope(self._catalog.flows_scope, metrics))
         agent = self._agent_metrics(enriched, telemetry)
         if agent:
-            out.append(self._resource_metrics(self._agent_resource, self._catalog.agent_scope, agent))
+            # The same Resource twice would be merged (and clobbered) by the encoder: share it.
+            key = tuple(sorted(self._agent_resource.items()))
+            scopes.setdefault(key, []).append(self._scope(self._catalog.agent_scope, agent))
         self._previous = self._current
-        return MetricsData(resource_metrics=out)
+        return MetricsData([ResourceMetrics(Resource(dict(resource), ""), scope_metrics, "")
+                            for resource, scope_metrics in scopes.items()])
 
     # -- flows -------------------------------------------------------------------------
 
@@ -150,9 +153,8 @@ class MetricsBuilder:
 
     # -- OTLP data -------------------------------------------------------------------------
 
-    def _resource_metrics(self, resource: dict, scope: str, metrics: list[Metric]) -> ResourceMetrics:
-        scope_metrics = ScopeMetrics(InstrumentationScope(scope, __version__), metrics, "")
-        return ResourceMetrics(Resource(resource, ""), [scope_metrics], "")
+    def _scope(self, scope: str, metrics: list[Metric]) -> ScopeMetrics:
+        return ScopeMetrics(InstrumentationScope(scope, __version__), metrics, "")
 
     def _filter_resource(self, resource: dict[str, object]) -> dict[str, object]:
         dropped = self._settings.dropped_resource_attributes

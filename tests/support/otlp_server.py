@@ -1,0 +1,163 @@
+"""OTLP metrics receivers for tests: gRPC (generated stubs of opentelemetry-proto) and HTTP.
+
+Both keep every ExportMetricsServiceRequest they receive; `points()` flattens them into
+rows a test can filter and compare with ground truth.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+
+@dataclass
+class PointRow:
+    """One received data point with everything around it."""
+
+    resource: dict
+    scope: str
+    name: str
+    unit: str
+    kind: str  # sum, gauge, histogram
+    monotonic: bool
+    temporality: int  # 1 delta, 2 cumulative (0 for gauges)
+    attributes: dict
+    start_ns: int
+    time_ns: int
+    value: float | int | None
+    count: int | None = None
+    buckets: tuple = ()
+    bounds: tuple = ()
+
+
+def _any_value(value):
+    field = value.WhichOneof("value")
+    return getattr(value, field) if field else None
+
+
+def _attributes(key_values) -> dict:
+    return {kv.key: _any_value(kv.value) for kv in key_values}
+
+
+class Received:
+    """Thread-safe list of requests, plus the headers that came with them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests: list = []
+        self.headers: list[dict] = []
+
+    def add(self, request, headers: dict) -> None:
+        with self._lock:
+            self.requests.append(request)
+            self.headers.append(headers)
+
+    def points(self) -> list[PointRow]:
+        with self._lock:
+            requests = list(self.requests)
+        return [row for request in requests for row in _rows(request)]
+
+    def wait_for(self, predicate, timeout_s: float = 30.0) -> list[PointRow]:
+        """Poll until predicate(points) is true; returns the points (asserts on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            points = self.points()
+            if predicate(points):
+                return points
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout_s}s; {len(points)} points received")
+            time.sleep(0.2)
+
+
+def _rows(request):
+    for rm in request.resource_metrics:
+        resource = _attributes(rm.resource.attributes)
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                yield from _metric_rows(resource, sm.scope.name, metric)
+
+
+def _metric_rows(resource, scope, metric):
+    kind = metric.WhichOneof("data")
+    data = getattr(metric, kind)
+    temporality = getattr(data, "aggregation_temporality", 0)
+    monotonic = getattr(data, "is_monotonic", False)
+    for p in data.data_points:
+        common = dict(resource=resource, scope=scope, name=metric.name, unit=metric.unit, kind=kind,
+                      monotonic=monotonic, temporality=temporality, attributes=_attributes(p.attributes),
+                      start_ns=p.start_time_unix_nano, time_ns=p.time_unix_nano)
+        if kind == "histogram":
+            yield PointRow(**common, value=p.sum, count=p.count, buckets=tuple(p.bucket_counts),
+                           bounds=tuple(p.explicit_bounds))
+        else:
+            yield PointRow(**common, value=getattr(p, p.WhichOneof("value")))
+
+
+class _Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, received: Received) -> None:
+        self.received = received
+
+    def Export(self, request, context):
+        self.received.add(request, dict(context.invocation_metadata()))
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+class GrpcReceiver:
+    """An OTLP/gRPC server on 127.0.0.1 and a free port; a `with` block."""
+
+    def __init__(self) -> None:
+        self.received = Received()
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Servicer(self.received), self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.stop(grace=None)
+
+
+class HttpReceiver:
+    """An OTLP/HTTP (protobuf) server on 127.0.0.1 and a free port; a `with` block."""
+
+    def __init__(self) -> None:
+        self.received = received = Received()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+                received.add(request, {k.lower(): v for k, v in self.headers.items()} | {"path": self.path})
+                reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,100 @@
+"""Exporters: OTLP gRPC and HTTP into in-test receivers, the debug summary, Prometheus."""
+
+import io
+import urllib.request
+
+import pytest
+
+from otel_netreceiver.config import ExporterConfig, TlsSettings
+from otel_netreceiver.enrich.base import Enricher
+from otel_netreceiver.export import create
+from otel_netreceiver.export.debug import DebugExporter
+from otel_netreceiver.export.prometheus import metric_name
+from otel_netreceiver.flows.model import Snapshot
+from otel_netreceiver.metrics import catalog
+from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
+from tests.support import fake_source
+from tests.support.otlp_server import GrpcReceiver, HttpReceiver
+
+CATALOG = catalog.load()
+
+
+@pytest.fixture
+def data():
+    builder = MetricsBuilder(CATALOG, BuildSettings(frozenset(CATALOG.metrics)), {"host.name": "h"}, 1)
+    snapshot = Snapshot(2_000_000_000)
+    fake_source.FakeCollector().collect(snapshot)
+    return builder.build(Enricher({"host.name": "h"}).enrich(snapshot), AgentTelemetry({}, 0.5))
+
+
+@pytest.mark.parametrize("receiver_type, kind, compression", [
+    (GrpcReceiver, "otlp", "none"), (GrpcReceiver, "otlp", "gzip"),
+    (HttpReceiver, "otlphttp", "none"), (HttpReceiver, "otlphttp", "gzip"),
+])
+def test_otlp_exporters_deliver_metrics_and_headers(data, receiver_type, kind, compression):
+    with receiver_type() as receiver:
+        suffix = "/v1/metrics" if kind == "otlphttp" else ""
+        config = ExporterConfig(kind, kind, endpoint=receiver.endpoint + suffix,
+                                headers={"x-tenant": "t1"}, compression=compression, timeout_s=5)
+        exporter = create(config)
+        assert exporter.export(data)
+        exporter.shutdown()
+        points = receiver.received.points()
+    io_points = [p for p in points if p.name == "tcp.io"]
+    assert sorted(p.value for p in io_points) == [100, 100, 1000, 1000]
+    assert {p.unit for p in io_points} == {"By"} and all(p.monotonic for p in io_points)
+    assert receiver.received.headers[0]["x-tenant"] == "t1"
+
+
+def test_otlp_export_failure_returns_false(data):
+    with GrpcReceiver() as receiver:
+        endpoint = receiver.endpoint
+    exporter = create(ExporterConfig("otlp", "otlp", endpoint=endpoint, timeout_s=0.5,
+                                     tls=TlsSettings(insecure=True)))
+    assert exporter.export(data) is False
+
+
+@pytest.mark.parametrize("verbosity, lines", [("basic", 1), ("normal", 19), ("detailed", 55)])
+def test_debug_verbosity(data, verbosity, lines):
+    out = io.StringIO()
+    DebugExporter(ExporterConfig("debug", "debug", verbosity=verbosity), out).export(data)
+    text = out.getvalue().splitlines()
+    assert text[0] == "export: 1 resources, 17 metrics, 36 data points"
+    assert len(text) == lines
+
+
+@pytest.mark.parametrize("name, unit, kind, monotonic, expected", [
+    ("tcp.io", "By", "sum", True, "tcp_io_bytes"),
+    ("tcp.connection.opened", "{connection}", "sum", True, "tcp_connection_opened"),
+    ("tcp.rtt", "s", "histogram", False, "tcp_rtt_seconds"),
+    ("otel_netreceiver.map.fill", "1", "gauge", False, "otel_netreceiver_map_fill_ratio"),
+    ("x.duration_seconds", "s", "gauge", False, "x_duration_seconds"),
+    ("9lives", "", "gauge", False, "_9lives"),
+])
+def test_prometheus_names(name, unit, kind, monotonic, expected):
+    assert metric_name(name, unit, kind, monotonic) == expected
+
+
+def test_prometheus_scrape(data, unused_port):
+    exporter = create(ExporterConfig("prometheus", "prometheus", endpoint=f"127.0.0.1:{unused_port}"))
+    try:
+        assert urllib.request.urlopen(f"http://127.0.0.1:{unused_port}/metrics").read() == b""
+        exporter.export(data)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{unused_port}/metrics").read().decode()
+    finally:
+        exporter.shutdown()
+    assert ('tcp_io_bytes_total{host_name="h",network_connection_direction="outgoing",'
+            'network_io_direction="transmit",network_peer_address="198.18.20.2",network_transport="tcp",'
+            'network_type="ipv4",process_executable_name="curl",server_address="198.18.20.2",'
+            'server_port="80"} 100.0') in text
+    assert 'tcp_connection_duration_seconds_bucket{host_name="h",le="+Inf",' in text
+    assert 'tcp_connection_duration_seconds_count{host_name="h",network_connection_direction="outgoing"' in text
+    assert "# TYPE tcp_connection_active gauge" in text
+
+
+@pytest.fixture
+def unused_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
