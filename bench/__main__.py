@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import completeness, cost, monitors, network, runner, series, sink
+from bench import completeness, cost, flows, monitors, network, runner, series, sink
 from bench.procstat import bpf_stats_enabled
 
 BENCHMARKS = {
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-EXTRA: dict = {"series": series.run, "completeness": completeness.run}
+EXTRA: dict = {"series": series.run, "flows": flows.run, "completeness": completeness.run}
 
 if __name__ == "__main__":
     try:
