@@ -7,6 +7,7 @@ to the host resource and every peer to its IP.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from otel_netreceiver.flows.model import (
@@ -32,7 +33,12 @@ class WorkloadResolver(Protocol):
 
 
 class PeerResolver(Protocol):
-    """Adds attributes describing the remote side of a flow (domain name, peer workload)."""
+    """Adds attributes describing the remote side of a flow (domain name, peer workload).
+
+    A resolver may also define `observe(snapshot)`: the Enricher calls it once per
+    snapshot before any `peer_attributes`, so it can index the snapshot's flows (local
+    peers are found by matching the two halves of a connection).
+    """
 
     def peer_attributes(self, key: FlowKey) -> Attributes: ...
 
@@ -78,13 +84,29 @@ class Enricher:
         host_resource: Attributes,
         workloads: WorkloadResolver | None = None,
         peers: list[PeerResolver] | None = None,
+        on_shutdown: list[Callable[[float], None]] | None = None,
     ) -> None:
         self._host = host_resource
         self._workloads = workloads or HostOnly()
         self._peers = peers or []
+        self._on_shutdown = on_shutdown or []  # e.g. stop a Kubernetes watch
+
+    @property
+    def host_resource(self) -> Attributes:
+        """The resource every workload starts from (host, cloud, OTEL_RESOURCE_ATTRIBUTES)."""
+        return dict(self._host)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Stop background helpers (watches); enrichment keeps working with what it knows."""
+        for stop in self._on_shutdown:
+            stop(timeout)
 
     def enrich(self, snapshot: Snapshot) -> EnrichedSnapshot:
         out = EnrichedSnapshot(snapshot.time_ns, losses=snapshot.losses, gauges=snapshot.gauges)
+        for peer in self._peers:
+            observe = getattr(peer, "observe", None)
+            if observe is not None:
+                observe(snapshot)
         for kind, table in ((RecordKind.TCP, snapshot.tcp), (RecordKind.UDP, snapshot.udp)):
             for key, series in table.items():
                 attributes = flow_attributes(key)

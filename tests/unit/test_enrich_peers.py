@@ -1,0 +1,111 @@
+"""WorkloadPeers: both halves of local connections name each other; pods by IP."""
+
+from pathlib import Path
+
+import pytest
+
+from otel_netreceiver.enrich.base import Enricher, HostOnly
+from otel_netreceiver.enrich.peers import WorkloadPeers, parse_fib_trie, parse_if_inet6
+from otel_netreceiver.flows.model import (
+    Direction, Family, FlowKey, Series, Snapshot, TcpStats, Transport, Workload,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
+WEB = Workload(10, 100, "curl")       # container, netns 1000, 198.18.40.1
+API = Workload(11, 200, "api")        # container, netns 2000, 198.18.40.2
+HOSTP = Workload(1, 300, "python3")   # host process, netns 2000 too (shares .2)
+NETNS = {100: (1000, frozenset({"198.18.40.1", "127.0.0.1"})),
+         200: (2000, frozenset({"198.18.40.2", "127.0.0.1"})),
+         300: (2000, frozenset({"198.18.40.2", "127.0.0.1"}))}
+
+
+class Resources:
+    def resource(self, workload):
+        return {10: {"container.id": "aa" * 32, "k8s.pod.label.x": "y"},
+                11: {"container.id": "bb" * 32, "k8s.pod.name": "api-0"}}.get(workload.cgroup_id, {})
+
+    def point_attributes(self, workload):
+        return {"process.executable.name": workload.comm}
+
+
+class Pods:
+    class Pod:
+        attributes = {"k8s.pod.name": "db-0", "k8s.namespace.name": "shop",
+                      "k8s.statefulset.name": "db", "k8s.pod.label.app": "db", "k8s.node.name": "n1"}
+
+    def by_ip(self, ip):
+        return self.Pod() if ip == "10.244.2.9" else None
+
+
+def _key(workload, direction, peer, port, local=""):
+    return FlowKey(workload, Transport.TCP, Family.IPV4, direction, peer, port, local)
+
+
+OUT, IN = Direction.OUTGOING, Direction.INCOMING
+FLOWS = [
+    _key(WEB, OUT, "198.18.40.2", 8080),                       # web -> api
+    _key(API, IN, "198.18.40.1", 8080, "198.18.40.2"),
+    _key(WEB, OUT, "198.18.40.2", 9000),                       # web -> host process
+    _key(HOSTP, IN, "198.18.40.1", 9000, "198.18.40.2"),
+    _key(API, OUT, "198.18.40.1", 7000),                       # api -> web
+    _key(WEB, IN, "198.18.40.2", 7000, "198.18.40.1"),
+    _key(HOSTP, OUT, "198.18.40.1", 7000),                     # host process -> web, same port
+    _key(API, OUT, "127.0.0.1", 6379),                         # api -> loopback (nobody local)
+    _key(WEB, OUT, "10.244.2.9", 5432),                        # web -> a pod elsewhere on the node
+]
+
+
+@pytest.fixture
+def peers():
+    resolver = WorkloadPeers(Resources(), Pods(), netns=NETNS.__getitem__)
+    resolver.observe(Snapshot(0, tcp={k: Series(0, TcpStats()) for k in FLOWS}))
+    return resolver
+
+
+API_PEER = {"peer.container.id": "bb" * 32, "peer.k8s.pod.name": "api-0",
+            "peer.process.executable.name": "api"}
+WEB_PEER = {"peer.container.id": "aa" * 32, "peer.process.executable.name": "curl"}
+
+
+@pytest.mark.parametrize("index, expected", [
+    (0, API_PEER),
+    (1, WEB_PEER),
+    (2, {"peer.process.executable.name": "python3"}),
+    (3, WEB_PEER),
+    (4, WEB_PEER),
+    (5, {}),  # api and the host process both connect from .2 to web:7000: ambiguous
+    (6, WEB_PEER),
+    (7, {}),
+    (8, {"peer.k8s.pod.name": "db-0", "peer.k8s.namespace.name": "shop",
+         "peer.k8s.statefulset.name": "db"}),
+])
+def test_peer_attributes(peers, index, expected):
+    assert peers.peer_attributes(FLOWS[index]) == expected
+
+
+def test_loopback_peers_are_matched_within_one_namespace_only():
+    a_client, a_server = Workload(20, 400, "c"), Workload(21, 401, "s")
+    b_client = Workload(22, 500, "c2")  # another namespace, same loopback address and port
+    netns = {400: (1, frozenset({"127.0.0.1"})), 401: (1, frozenset({"127.0.0.1"})),
+             500: (2, frozenset({"127.0.0.1"}))}
+    flows = [_key(a_client, OUT, "127.0.0.1", 80), _key(a_server, IN, "127.0.0.1", 80, "127.0.0.1"),
+             _key(b_client, OUT, "127.0.0.1", 80)]
+    resolver = WorkloadPeers(HostOnly(), netns=netns.__getitem__)
+    resolver.observe(Snapshot(0, tcp={k: Series(0, TcpStats()) for k in flows}))
+    assert resolver.peer_attributes(flows[0]) == {"peer.process.executable.name": "s"}
+    assert resolver.peer_attributes(flows[1]) == {"peer.process.executable.name": "c"}
+    assert resolver.peer_attributes(flows[2]) == {}
+
+
+def test_enricher_observes_before_resolving():
+    flows = FLOWS[:2]
+    resolver = WorkloadPeers(Resources(), netns=NETNS.__getitem__)
+    enriched = Enricher({"host.name": "h"}, Resources(), [resolver]).enrich(
+        Snapshot(0, tcp={k: Series(0, TcpStats()) for k in flows}))
+    assert enriched.records[0].attributes["peer.container.id"] == "bb" * 32
+    assert enriched.records[1].attributes["peer.container.id"] == "aa" * 32
+
+
+def test_parse_namespace_addresses():
+    assert parse_fib_trie((FIXTURES / "fib_trie.txt").read_text()) == {"127.0.0.1", "198.18.40.1"}
+    assert parse_if_inet6((FIXTURES / "if_inet6.txt").read_text()) == {"::1", "fe80::3c1f:4aff:fe2b:9c01", "fe80::a464:73ff:fe4c:80d1"}
