@@ -27,6 +27,8 @@ OTHER_NAME = "_OTHER"
 DEFAULT_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 Endpoint = tuple[str, int]  # (address text, port)
+LOSS_REASONS = ("dns.malformed_packet", "dns.unmatched_response", "dns.pending_full",
+                "dns.query_without_question")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,7 @@ class DnsTracker:
         self._wall_clock = wall_clock
         self._pending: OrderedDict[tuple, _Pending] = OrderedDict()
         self._series: dict[DnsKey, Series] = {}
-        self.losses: Counter[str] = Counter()
+        self.losses: Counter[str] = Counter({reason: 0 for reason in LOSS_REASONS})
 
     @property
     def pending(self) -> int:
