@@ -139,7 +139,7 @@ class Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
         self.sdk_disabled = self._bool("OTEL_SDK_DISABLED")
-        self.insecure = self._pick("INSECURE", self._bool)
+        self.insecure = self._pick("INSECURE", _boolean)
         self.protocol = self._pick("PROTOCOL", _choice(tuple(PROTOCOLS)))
         self.headers = self._pick("HEADERS", _headers)
         self.timeout_s = self._pick("TIMEOUT", _milliseconds)

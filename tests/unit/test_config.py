@@ -1,0 +1,226 @@
+"""Configuration: file shape, ${env:VAR} expansion, OTEL_* variables and their precedence."""
+
+import pytest
+
+from otel_netreceiver import config
+from otel_netreceiver.config import ConfigError, expand, load
+
+
+def write(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file_or_environment():
+    settings = load(None, {})
+    assert (settings.collection_interval_s, settings.initial_delay_s) == (10.0, 1.0)
+    [debug] = settings.exporters
+    assert (debug.name, debug.type, debug.delta) == ("debug", "debug", False)
+    assert "tcp.io" in settings.enabled_metrics and not settings.sdk_disabled
+
+
+def test_full_file(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    settings = load(write(tmp_path, f"""
+collection_interval: 1m30s
+initial_delay: 500ms
+metrics:
+  tcp.rtt: {{enabled: false}}
+attributes:
+  network.peer.address: {{enabled: false}}
+resource_attributes:
+  host.id: {{enabled: false}}
+exporters:
+  otlp:
+    endpoint: collector:4317
+    headers: {{api-key: secret}}
+    tls: {{ca_file: {ca}}}
+    compression: gzip
+    timeout: 3s
+  otlphttp/backup:
+    endpoint: https://backend:4318
+    temporality: delta
+  prometheus:
+    endpoint: 127.0.0.1:9999
+  debug:
+    verbosity: detailed
+service:
+  telemetry:
+    logs: {{level: debug, encoding: json}}
+"""), {})
+    assert (settings.collection_interval_s, settings.initial_delay_s) == (90.0, 0.5)
+    assert "tcp.rtt" not in settings.enabled_metrics
+    assert settings.dropped_attributes == {"network.peer.address"}
+    assert settings.dropped_resource_attributes == {"host.id"}
+    otlp, http, prom, debug = settings.exporters
+    assert (otlp.endpoint, otlp.headers, otlp.tls.ca_file, otlp.compression, otlp.timeout_s) == (
+        "collector:4317", {"api-key": "secret"}, str(ca), "gzip", 3.0)
+    assert (http.name, http.type, http.endpoint, http.delta) == (
+        "otlphttp/backup", "otlphttp", "https://backend:4318/v1/metrics", True)
+    assert prom.endpoint == "127.0.0.1:9999" and debug.verbosity == "detailed"
+    assert (settings.log_level, settings.log_encoding) == ("debug", "json")
+
+
+ENV_ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:4317"}
+
+
+@pytest.mark.parametrize("environ, expected", [
+    (ENV_ENDPOINT, ("otlp", "http://env:4317")),
+    ({**ENV_ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ("otlphttp", "http://env:4317/v1/metrics")),
+    ({**ENV_ENDPOINT, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+      "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, ("otlphttp", "http://env:4317/v1/metrics")),
+    ({**ENV_ENDPOINT, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:1/custom"}, ("otlp", "http://m:1/custom")),
+    ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:4318/custom", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
+     ("otlphttp", "http://m:4318/custom")),
+])
+def test_environment_endpoint_selects_exporter(environ, expected):
+    [exporter] = load(None, environ).exporters
+    assert (exporter.type, exporter.endpoint) == expected
+
+
+def test_environment_settings(tmp_path):
+    cert = tmp_path / "ca.pem"
+    cert.write_text("x")
+    environ = {**ENV_ENDPOINT, "OTEL_EXPORTER_OTLP_HEADERS": "Api-Key=a%20b,x=1",
+               "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "only=metrics",
+               "OTEL_EXPORTER_OTLP_TIMEOUT": "2500", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+               "OTEL_EXPORTER_OTLP_CERTIFICATE": str(cert), "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+               "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "DELTA",
+               "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=net%2Fops",
+               "OTEL_SERVICE_NAME": "edge", "OTEL_SDK_DISABLED": "false"}
+    settings = load(None, environ)
+    [otlp] = settings.exporters
+    assert otlp.headers == {"only": "metrics"}
+    assert (otlp.timeout_s, otlp.compression, otlp.tls.ca_file, otlp.delta) == (2.5, "gzip", str(cert), True)
+    assert settings.collection_interval_s == 5.0
+    assert settings.resource_attributes == {"deployment.environment": "prod", "team": "net/ops"}
+    assert settings.service_name == "edge" and not settings.sdk_disabled
+
+
+def test_file_wins_over_environment(tmp_path):
+    environ = {**ENV_ENDPOINT, "OTEL_EXPORTER_OTLP_TIMEOUT": "2500", "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+               "OTEL_EXPORTER_OTLP_HEADERS": "a=env,b=env",
+               "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta"}
+    settings = load(write(tmp_path, """
+collection_interval: 20s
+exporters:
+  otlp:
+    endpoint: file:4317
+    timeout: 7s
+    headers: {a: file}
+    temporality: cumulative
+"""), environ)
+    [otlp] = settings.exporters
+    assert settings.collection_interval_s == 20.0
+    assert (otlp.endpoint, otlp.timeout_s, otlp.delta) == ("file:4317", 7.0, False)
+    assert otlp.headers == {"a": "file", "b": "env"}
+
+
+def test_environment_fills_what_the_file_leaves_out(tmp_path):
+    settings = load(write(tmp_path, "exporters:\n  otlp: {}\n"), {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://e:4317"})
+    assert settings.exporters[0].endpoint == "https://e:4317"
+
+
+def test_sdk_disabled():
+    assert load(None, {"OTEL_SDK_DISABLED": "TRUE"}).sdk_disabled
+
+
+@pytest.mark.parametrize("value, environ, expected", [
+    ("${env:A}", {"A": "x"}, "x"),
+    ("${env:N}", {"N": "42"}, 42),
+    ("${env:B}", {"B": "true"}, True),
+    ("pre-${env:A}-post", {"A": "x"}, "pre-x-post"),
+    ("${env:MISSING}", {}, ""),
+    ("${env:MISSING:-fallback}", {}, "fallback"),
+    ("${env:A:-fallback}", {"A": "set"}, "set"),
+    ("cost $$5", {}, "cost $5"),
+    ({"k": ["${env:A}"]}, {"A": "x"}, {"k": ["x"]}),
+])
+def test_expansion(value, environ, expected):
+    assert expand(value, environ) == expected
+
+
+def test_expansion_rejects_other_syntax():
+    with pytest.raises(ConfigError, match="use"):
+        expand("${HOME}", {})
+
+
+def test_expanded_values_are_validated(tmp_path):
+    with pytest.raises(ConfigError, match="collection_interval: bad duration"):
+        load(write(tmp_path, "collection_interval: ${env:I}\n"), {"I": "soon"})
+
+
+@pytest.mark.parametrize("text, seconds", [("10s", 10), ("500ms", 0.5), ("1m30s", 90), ("1h", 3600), ("1.5s", 1.5)])
+def test_durations(text, seconds):
+    assert config.duration(text, "x") == seconds
+
+
+BAD_FILES = [
+    ("collection_interval: 10\n", "collection_interval: bad duration"),
+    ("collection_interval: 0s\n", "collection_interval: duration must be greater than zero"),
+    ("initial_delay: fast\n", "initial_delay: bad duration"),
+    ("colection_interval: 10s\n", "colection_interval: unknown key"),
+    ("metrics:\n  tcp.bogus: {enabled: false}\n", "metrics.tcp.bogus: unknown metric"),
+    ("metrics:\n  tcp.io: {enabled: maybe}\n", "metrics.tcp.io.enabled: expected true or false"),
+    ("metrics:\n  tcp.io: {enable: false}\n", "metrics.tcp.io.enable: unknown key"),
+    ("attributes:\n  peer.ip: {enabled: false}\n", "attributes.peer.ip: unknown attribute"),
+    ("metrics: [tcp.io]\n", "metrics: expected a mapping, got a list"),
+    ("exporters:\n  kafka: {}\n", "exporters.kafka: unknown exporter type 'kafka'"),
+    ("exporters: {}\n", "exporters: no exporter configured"),
+    ("exporters:\n  otlp: {endpoint: 'collector'}\n", "exporters.otlp.endpoint: bad endpoint 'collector'"),
+    ("exporters:\n  otlp: {endpoint: 'c:99999'}\n", "exporters.otlp.endpoint: bad endpoint 'c:99999'"),
+    ("exporters:\n  otlphttp: {endpoint: 'collector:4318'}\n", "exporters.otlphttp.endpoint: bad endpoint"),
+    ("exporters:\n  otlp: {compression: zstd}\n", "exporters.otlp.compression: 'zstd' is not one of"),
+    ("exporters:\n  otlp: {timeout: -1s}\n", "exporters.otlp.timeout: bad duration"),
+    ("exporters:\n  otlp: {tls: {ca_file: /nonexistent.pem}}\n", "exporters.otlp.tls.ca_file: no such file"),
+    ("exporters:\n  otlp: {tls: {insecure: yes please}}\n", "exporters.otlp.tls.insecure: expected true or false"),
+    ("exporters:\n  otlp: {headers: [a]}\n", "exporters.otlp.headers: expected a mapping"),
+    ("exporters:\n  otlp: {temporality: sometimes}\n", "exporters.otlp.temporality: 'sometimes' is not one of"),
+    ("exporters:\n  prometheus: {endpoint: 9464}\n", "exporters.prometheus.endpoint: bad endpoint"),
+    ("exporters:\n  debug: {verbosity: loud}\n", "exporters.debug.verbosity: 'loud' is not one of"),
+    ("exporters:\n  debug: {endpoint: x:1}\n", "exporters.debug.endpoint: unknown key"),
+    ("service:\n  telemetry:\n    logs: {level: chatty}\n", "service.telemetry.logs.level: 'chatty' is not one of"),
+    ("service:\n  telemetry:\n    logs: {encoding: xml}\n", "service.telemetry.logs.encoding: 'xml' is not one of"),
+    ("service:\n  pipelines: {}\n", "service.pipelines: unknown key"),
+    ("- a\n- b\n", "expected a mapping at the top level"),
+    ("a: [\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_FILES)
+def test_bad_files(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=None) as raised:
+        load(write(tmp_path, text), {})
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+BAD_ENVIRONMENT = [
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "abc"),
+    ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-5"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "foo"),
+    ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
+    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://:4317"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+    ("OTEL_EXPORTER_OTLP_INSECURE", "perhaps"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "10s"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "=x"),
+    ("OTEL_SDK_DISABLED", "yes"),
+    ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sometimes"),
+]
+
+
+@pytest.mark.parametrize("name, value", BAD_ENVIRONMENT)
+def test_bad_environment(name, value):
+    with pytest.raises(ConfigError) as raised:
+        load(None, {name: value})
+    assert str(raised.value).startswith(f"environment variable {name}=")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "absent.yaml", {})
