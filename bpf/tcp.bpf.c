@@ -187,8 +187,8 @@ static __always_inline __u8 read_addrs(const struct sock *sk, __u32 peer[4], __u
 		local[3] = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
 		return NR_FAMILY_IPV4;
 	}
-	BPF_CORE_READ_INTO(peer, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
-	BPF_CORE_READ_INTO(local, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32);
+	BPF_CORE_READ_INTO((struct in6_addr *)peer, sk, __sk_common.skc_v6_daddr);
+	BPF_CORE_READ_INTO((struct in6_addr *)local, sk, __sk_common.skc_v6_rcv_saddr);
 	if (peer[0] == 0 && peer[1] == 0 && peer[2] == bpf_htonl(0xffff))
 		return NR_FAMILY_IPV4;
 	return NR_FAMILY_IPV6;
