@@ -1,0 +1,117 @@
+"""The agent loop and its wiring, with the fake collector and a recording exporter."""
+
+import threading
+
+import pytest
+
+from otel_netreceiver import agent
+from otel_netreceiver.config import Config, ExporterConfig
+from otel_netreceiver.enrich.base import Enricher
+from otel_netreceiver.flows.model import RecordKind
+from otel_netreceiver.metrics import catalog
+from otel_netreceiver.metrics.builder import BuildSettings, MetricsBuilder
+from tests.support.fake_source import FakeCollector
+
+CATALOG = catalog.load()
+
+
+class Recorder:
+    def __init__(self, name="rec", ok=True):
+        self.name, self.delta, self.ok = name, False, ok
+        self.exports, self.shut = [], False
+
+    def export(self, data):
+        self.exports.append(data)
+        return self.ok
+
+    def shutdown(self):
+        self.shut = True
+
+
+def make_agent(collector, *exporters, interval_s=0.01):
+    builder = MetricsBuilder(CATALOG, BuildSettings(frozenset(CATALOG.metrics)), {"host.name": "h"}, 0)
+    pipeline = agent.Pipeline(builder, list(exporters))
+    clock = iter(range(1, 10**6)).__next__
+    return agent.Agent([collector], Enricher({"host.name": "h"}), [pipeline], interval_s, 0, clock=clock)
+
+
+def values(data, name):
+    return [p.value for rm in data.resource_metrics for sm in rm.scope_metrics
+            for m in sm.metrics if m.name == name for p in m.data.data_points]
+
+
+def test_run_until_stopped_then_final_export_and_detach():
+    collector, recorder, stop = FakeCollector(), Recorder(), threading.Event()
+    instance = make_agent(collector, recorder)
+    instance.run(stop, ready=lambda: threading.Timer(0.2, stop.set).start())
+    assert collector.entered and collector.exited and recorder.shut
+    assert len(recorder.exports) == collector.step >= 2
+    assert values(recorder.exports[-1], "tcp.connection.opened") == [2 * collector.step] * 2
+
+
+def test_stop_before_first_interval_still_exports_once():
+    collector, recorder, stop = FakeCollector(), Recorder(), threading.Event()
+    stop.set()
+    make_agent(collector, recorder, interval_s=60).run(stop)
+    assert len(recorder.exports) == 1 and collector.exited
+
+
+def test_export_failures_are_counted_per_exporter():
+    good, bad = Recorder("good"), Recorder("bad", ok=False)
+    instance = make_agent(FakeCollector(), good, bad)
+    for _ in range(3):
+        instance.tick()
+    assert values(good.exports[-1], "otel_netreceiver.export.failures") == [2]
+
+
+def test_failing_collector_does_not_stop_export():
+    class Broken(FakeCollector):
+        def collect(self, snapshot):
+            raise RuntimeError("map read failed")
+    recorder = Recorder()
+    make_agent(Broken(), recorder).tick()
+    assert values(recorder.exports[0], "otel_netreceiver.flows.tracked") == [0, 0, 0]
+
+
+def test_final_export_gives_up_after_the_timeout(monkeypatch):
+    monkeypatch.setattr(agent, "FINAL_EXPORT_TIMEOUT_S", 0.1)
+    release = threading.Event()
+
+    class Stuck(Recorder):
+        def export(self, data):
+            release.wait(5)
+            return True
+    stuck = Stuck()
+    instance = make_agent(FakeCollector(), stuck)
+    instance.tick(final=True)
+    release.set()
+    assert instance._telemetry.export_failures == {"rec": 1}
+
+
+@pytest.mark.parametrize("disabled, kinds", [
+    (set(), [RecordKind.TCP, RecordKind.UDP, RecordKind.DNS]),
+    ({"udp.io", "udp.packet.count"}, [RecordKind.TCP, RecordKind.DNS]),
+    ({n for n in CATALOG.metrics if n.startswith("tcp.")}, [RecordKind.UDP, RecordKind.DNS]),
+])
+def test_collectors_for_leaves_out_unused_kinds(disabled, kinds):
+    loaders = {kind: (lambda kind=kind: kind) for kind in RecordKind}
+    assert agent.collectors_for(frozenset(set(CATALOG.metrics) - disabled), loaders) == kinds
+
+
+def test_host_resource(tmp_path):
+    machine_id = tmp_path / "machine-id"
+    machine_id.write_text("abc123\n")
+    config = Config(resource_attributes={"deployment.environment": "prod"}, service_name="edge")
+    resource = agent.host_resource(config, machine_id, hostname=lambda: "node-1")
+    assert resource == {"host.name": "node-1", "host.id": "abc123", "os.type": "linux",
+                        "deployment.environment": "prod", "service.name": "edge"}
+    assert agent.agent_resource({"host.name": "n"})["service.name"] == "otel-netreceiver"
+
+
+def test_build_groups_exporters_by_temporality():
+    exporters = (ExporterConfig("debug", "debug"), ExporterConfig("debug/delta", "debug", delta=True),
+                 ExporterConfig("debug/2", "debug"))
+    instance = agent.build(Config(enabled_metrics=frozenset(CATALOG.metrics), exporters=exporters),
+                           loaders={RecordKind.TCP: FakeCollector})
+    pipelines = {p.builder.temporality.name: [e.name for e in p.exporters] for p in instance._pipelines}
+    assert pipelines == {"CUMULATIVE": ["debug", "debug/2"], "DELTA": ["debug/delta"]}
