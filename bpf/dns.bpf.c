@@ -21,6 +21,9 @@ const volatile struct nrd_settings settings = {
 	.flags = NRD_SETTING_IPV6 | NRD_SETTING_DNS_TCP,
 };
 
+/* Puts struct nrd_dns_event into BTF, so the ABI test can compare the ctypes mirror. */
+const struct nrd_dns_event *dns_event_type __attribute__((unused));
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);

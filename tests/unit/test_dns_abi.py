@@ -1,0 +1,98 @@
+"""The ctypes mirrors of bpf/netreceiver_dns.h, and decoding of what the kernel sends."""
+
+import struct
+
+import pytest
+
+from otel_netreceiver.probes import libbpf
+from otel_netreceiver.probes.cgroup_skb import (DnsEventC, FlowKeyC, Identity, SettingsC,
+                                                SkbSettings, UdpStatsC, address_text,
+                                                ctypes_layout, cgroup2_root)
+from otel_netreceiver.probes.dns import decode
+from otel_netreceiver.probes.loader import OBJECTS_DIR
+from otel_netreceiver.probes.udp import flow_key
+from otel_netreceiver.flows.model import Direction, Family, Workload
+
+MIRRORS = [("nrd_identity", Identity), ("nrd_flow_key", FlowKeyC),
+           ("nrd_udp_stats", UdpStatsC), ("nrd_settings", SettingsC),
+           ("nrd_dns_event", DnsEventC)]
+OBJECTS = {"nrd_identity": "udp", "nrd_udp_stats": "udp", "nrd_flow_key": "udp"}
+
+
+@pytest.mark.parametrize("name, mirror", MIRRORS)
+def test_mirror_matches_btf(name, mirror):
+    path = OBJECTS_DIR / f"{OBJECTS.get(name, 'dns')}.bpf.o"
+    if not path.exists():
+        pytest.skip(f"{path.name} not built (make bpf)")
+    size, offsets = libbpf.struct_layout(str(path), name)
+    assert ctypes_layout(mirror) == (size, offsets)
+
+
+def mapped(text):
+    return bytes(10) + b"\xff\xff" + bytes(int(part) for part in text.split("."))
+
+
+@pytest.mark.parametrize("raw, family, text", [
+    (mapped("198.18.30.1"), 4, "198.18.30.1"),
+    (bytes.fromhex("20010db8000000000000000000000001"), 6, "2001:db8::1"),
+])
+def test_address_text(raw, family, text):
+    assert address_text(raw, family) == text
+
+
+def test_settings_to_c():
+    settings = SkbSettings(dns_ports=(53, 5353), ipv6=False, dns_over_tcp=True).to_c()
+    assert list(settings.dns_ports)[:3] == [53, 5353, 0] and settings.flags == 2
+    with pytest.raises(ValueError):
+        SkbSettings(dns_ports=tuple(range(1, 10))).to_c()
+
+
+def test_cgroup2_root_from_mounts(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"
+                      "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n")
+    assert str(cgroup2_root(str(mounts))) == "/sys/fs/cgroup/unified"
+
+
+def event(transport, payload, sent=1, captured=None):
+    record = DnsEventC(timestamp_ns=5, local_port=40000, remote_port=53,
+                       payload_len=len(payload), sent=sent, transport=transport, family=4)
+    record.id.cgroup_id, record.id.tgid = 42, 7
+    record.id.comm[:3] = list(b"dig")
+    record.local[:], record.remote[:] = list(mapped("198.18.30.1")), list(mapped("198.18.30.2"))
+    record.captured = len(payload) if captured is None else captured
+    record.payload[:len(payload)] = list(payload)
+    return bytes(record)
+
+
+def test_decode_udp_event():
+    packets, whole = decode(event(17, b"\x12\x34" + bytes(10)))
+    (packet,) = packets
+    assert whole and packet.timestamp_ns == 5 and packet.sent
+    assert packet.workload == Workload(42, 7, "dig")
+    assert (packet.local, packet.remote) == (("198.18.30.1", 40000), ("198.18.30.2", 53))
+    assert packet.payload == b"\x12\x34" + bytes(10)
+
+
+@pytest.mark.parametrize("payload, count, whole", [
+    (b"\x00\x02ab\x00\x01c", 2, True),   # two messages in one segment
+    (b"\x00\x09abc", 0, False),          # a message continued in the next segment
+])
+def test_decode_tcp_event_splits_length_prefixed_messages(payload, count, whole):
+    packets, complete = decode(event(6, payload))
+    assert (len(packets), complete) == (count, whole)
+
+
+def test_udp_flow_key_conversion():
+    raw = FlowKeyC(server_port=9999, direction=1, transport=17, family=4)
+    raw.id.cgroup_id, raw.id.tgid = 42, 7
+    raw.peer[:], raw.local[:] = list(mapped("198.18.30.1")), list(mapped("198.18.30.2"))
+    key = flow_key(raw)
+    assert (key.direction, key.family, key.peer_address, key.local_address, key.server_port) == (
+        Direction.INCOMING, Family.IPV4, "198.18.30.1", "198.18.30.2", 9999)
+    raw.direction = 0
+    assert flow_key(raw).local_address == "" and flow_key(raw).direction == Direction.OUTGOING
+
+
+def test_event_header_format_matches_mirror():
+    assert struct.calcsize("<QQI16sI16s16sHHHHBBB5x") == DnsEventC.payload.offset
