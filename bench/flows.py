@@ -95,7 +95,7 @@ def _pid() -> int:
 
 def run(args) -> int:
     rows = []
-    with sink.running() as endpoint:
+    with sink.running(servers.free_port()) as endpoint:
         for n in args.sizes:
             out = subprocess.run([sys.executable, "-m", "bench.flows", str(n), endpoint],
                                  capture_output=True, text=True, timeout=1800)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from bench import procstat, sink
+from bench import procstat, servers, sink
 from otel_netreceiver.flows.model import (
     Direction, Family, FlowKey, Histogram, Series, Snapshot, TcpStats, Transport, Workload,
 )
@@ -92,7 +92,7 @@ def _self() -> int:
 def run(args) -> int:
     """Each N in its own process; a table of per-interval cost and how it grows with N."""
     rows = []
-    with sink.running() as endpoint:
+    with sink.running(servers.free_port()) as endpoint:
         for n in args.sizes:
             out = subprocess.run([sys.executable, "-m", "bench.series", str(n), str(args.intervals),
                                   endpoint], capture_output=True, text=True, timeout=1800)
