@@ -66,7 +66,8 @@ def _wait_until_answering(host, port: int, process: subprocess.Popen) -> None:
 
 
 def client_argv(server: str, names: list[str], count: int, *, port: int = 53,
-                timeout: float = 2.0, tcp: bool = False, connect_port: int = 0) -> list[str]:
+                timeout: float = 2.0, tcp: bool = False, connect_port: int = 0,
+                udp_port: int = 0) -> list[str]:
     """The argv of the query client (to wrap in Host.argv / EmulatedContainer.argv)."""
     argv = [PYTHON, "-m", "tests.support.dns", "--server", server, "--port", str(port),
             "--count", str(count), "--timeout", str(timeout), *names]
@@ -74,6 +75,8 @@ def client_argv(server: str, names: list[str], count: int, *, port: int = 53,
         argv.append("--tcp")
     if connect_port:
         argv += ["--connect-port", str(connect_port)]
+    if udp_port:
+        argv += ["--udp-port", str(udp_port)]
     return argv
 
 
@@ -109,6 +112,16 @@ def _connect(address: str, port: int) -> bool:
         return False
 
 
+def _send_datagram(address: str, port: int) -> bool:
+    """One 100-byte datagram to a resolved address: the UDP flow to be named."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"u" * 100, (address, port))
+        return True
+    except OSError:
+        return False
+
+
 def client_main(argv: list[str]) -> int:
     import dns.message
     import dns.rcode
@@ -120,9 +133,10 @@ def client_main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=2.0)
     parser.add_argument("--tcp", action="store_true")
     parser.add_argument("--connect-port", type=int, default=0)
+    parser.add_argument("--udp-port", type=int, default=0)
     parser.add_argument("names", nargs="+")
     args = parser.parse_args(argv)
-    answered, timeouts, connected = Counter(), Counter(), Counter()
+    answered, timeouts, connected, sent = Counter(), Counter(), Counter(), Counter()
     for _ in range(args.count):
         for name in args.names:
             reply = _query_once(dns.message.make_query(name, "A"), args.server, args.port,
@@ -134,7 +148,10 @@ def client_main(argv: list[str]) -> int:
             addresses = [r.address for rrset in reply.answer for r in rrset if rrset.rdtype == 1]
             if args.connect_port and addresses and _connect(addresses[0], args.connect_port):
                 connected[f"{name} {addresses[0]}"] += 1
-    json.dump({"answered": answered, "timeouts": timeouts, "connected": connected}, sys.stdout)
+            if args.udp_port and addresses and _send_datagram(addresses[0], args.udp_port):
+                sent[f"{name} {addresses[0]}"] += 1
+    json.dump({"answered": answered, "timeouts": timeouts, "connected": connected,
+               "datagrams": sent}, sys.stdout)
     return 0
 
 

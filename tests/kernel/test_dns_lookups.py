@@ -1,0 +1,101 @@
+"""DNS lookups on the real kernel: dnsmasq in a namespace host, a client in a container.
+
+Ground truth is what the client received (per name and rcode) and which queries it
+gave up on; the agent's numbers must equal it exactly. Assertions are filtered to the
+emulated container's cgroup: other engineers' traffic may be seen at the same time.
+"""
+
+import time
+
+import pytest
+
+from otel_netreceiver.enrich.dns_names import DnsNames
+from otel_netreceiver.flows.model import Snapshot
+from otel_netreceiver.probes.dns import DnsCollector, DnsSettings
+from tests.support.dns import client_argv, dnsmasq, run_client
+from tests.support.hosts import emulated_container, host_pair
+
+pytestmark = pytest.mark.kernel
+
+RECORDS = {"known.test": "198.18.31.50", "www.known.test": "198.18.31.51"}
+TIMEOUT = 1.0
+
+
+@pytest.fixture
+def collector():
+    names = DnsNames()
+    with DnsCollector(DnsSettings(timeout=TIMEOUT), names=names) as running:
+        yield running
+
+
+def lookups(collector, cgroup_id, wait=0.0):
+    """{(name, error_type): answered}, {name: timeouts}, durations, workloads of a cgroup."""
+    time.sleep(wait)
+    snapshot = Snapshot(time.time_ns())
+    collector.collect(snapshot)
+    answered, timeouts, durations, workloads = {}, {}, [], set()
+    for key, series in snapshot.dns.items():
+        if key.workload.cgroup_id != cgroup_id:
+            continue
+        workloads.add((key.workload.comm, key.server_address))
+        histogram = series.stats.duration
+        if histogram.count:
+            pair = (key.question_name, key.error_type or "noerror")
+            answered[pair] = answered.get(pair, 0) + histogram.count
+            durations.append(histogram.sum / histogram.count)
+        if series.stats.timeouts:
+            timeouts[key.question_name] = timeouts.get(key.question_name, 0) + series.stats.timeouts
+    return answered, timeouts, durations, workloads, snapshot
+
+
+def truth(report):
+    answered = {tuple(k.split(" ")): v for k, v in report["answered"].items()}
+    return answered, dict(report["timeouts"])
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_counts_per_name_and_rcode_are_exact(collector, tcp):
+    with host_pair("nrc", "198.18.31") as hosts, emulated_container("containerd") as box:
+        cgroup_id = box.cgroup_id
+        with dnsmasq(hosts.server, RECORDS) as server:
+            names = ["known.test", "www.known.test", "missing.test", "nx.known.test"]
+            report = run_client(box.argv(*hosts.client.argv(
+                *client_argv(server.address, names, 5, tcp=tcp))))
+            answered, timeouts, durations, workloads, snapshot = lookups(collector, cgroup_id,
+                                                                         wait=0.5)
+    expected_answered, expected_timeouts = truth(report)
+    assert expected_answered == {("known.test", "noerror"): 5, ("www.known.test", "noerror"): 5,
+                                 ("missing.test", "nxdomain"): 5, ("nx.known.test", "nxdomain"): 5}
+    assert answered == expected_answered and timeouts == expected_timeouts == {}
+    assert workloads == {("python", "198.18.31.2")}
+    assert all(0 < d < 1.0 for d in durations)  # a veth round trip: well under a second
+    assert snapshot.losses["dns.ring_buffer_full"] == 0
+    assert collector.names.name_for(cgroup_id, "198.18.31.51") == "www.known.test"
+
+
+def test_timeouts_are_exact_when_queries_are_dropped(collector):
+    with host_pair("nrc", "198.18.32") as hosts, emulated_container() as box:
+        cgroup_id = box.cgroup_id
+        with dnsmasq(hosts.server, RECORDS) as server:
+            hosts.server.run("iptables", "-I", "INPUT", "-p", "udp", "--dport", "53",
+                             "-m", "string", "--string", "dropped", "--algo", "bm", "-j", "DROP")
+            report = run_client(box.argv(*hosts.client.argv(*client_argv(
+                server.address, ["known.test", "dropped.test", "nxdropped.test"], 4,
+                timeout=0.4))))
+            answered, timeouts, *_ = lookups(collector, cgroup_id, wait=TIMEOUT + 1.5)
+    expected_answered, expected_timeouts = truth(report)
+    assert expected_timeouts == {"dropped.test": 4, "nxdropped.test": 4}
+    assert timeouts == expected_timeouts
+    assert answered == expected_answered == {("known.test", "noerror"): 4}
+
+
+def test_name_guard_caps_distinct_names_per_interval():
+    with DnsCollector(DnsSettings(timeout=TIMEOUT, max_names=2)) as collector:
+        with host_pair("nrc", "198.18.33") as hosts, emulated_container() as box:
+            cgroup_id = box.cgroup_id
+            with dnsmasq(hosts.server, RECORDS) as server:
+                run_client(box.argv(*hosts.client.argv(*client_argv(
+                    server.address, ["known.test", "www.known.test", "a.test", "b.test"], 1))))
+                answered, *_ = lookups(collector, cgroup_id, wait=0.5)
+    assert answered == {("known.test", "noerror"): 1, ("www.known.test", "noerror"): 1,
+                        ("_OTHER", "nxdomain"): 2}
