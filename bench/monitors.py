@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -136,12 +137,14 @@ def tcplife(log: Path | None = None) -> Command:
 
 def agent_runnable(command: str | None = None) -> str | None:
     """None when the agent can be started, else a one-line reason."""
-    argv = shlex.split(command) if command else [str(AGENT_BIN)]
-    if not Path(argv[0]).exists():
-        return f"{argv[0]} not found (make venv)"
-    probe = subprocess.run([argv[0], "--version"], capture_output=True, text=True)
+    if command:
+        program = shlex.split(command)[0]
+        return None if shutil.which(program) else f"{program} not found"
+    if not AGENT_BIN.exists():
+        return f"{AGENT_BIN} not found (make venv)"
+    probe = subprocess.run([str(AGENT_BIN), "--version"], capture_output=True, text=True)
     if probe.returncode != 0:
-        return f"{argv[0]} --version failed: {(probe.stderr or probe.stdout).strip()[-200:]}"
+        return f"{AGENT_BIN} --version failed: {(probe.stderr or probe.stdout).strip()[-200:]}"
     return None
 
 
