@@ -18,6 +18,7 @@ from typing import Callable
 
 from otel_netreceiver import __version__
 from otel_netreceiver.config import Config
+from otel_netreceiver.enrich import build_enricher
 from otel_netreceiver.enrich.base import Enricher
 from otel_netreceiver.export import Exporter, create
 from otel_netreceiver.flows.model import RecordKind, Snapshot
@@ -88,6 +89,8 @@ class Agent:
                 self._export(exporter, data, final)
 
     def shutdown(self) -> None:
+        """Stop enrichment watchers, then every exporter (each at most once)."""
+        self._enricher.shutdown()
         for pipeline in self._pipelines:
             for exporter in pipeline.exporters:
                 try:
@@ -148,18 +151,24 @@ def collectors_for(enabled_metrics: frozenset[str], loaders: dict[RecordKind, Ca
     return [loaders[kind]() for kind in RecordKind if kind in kinds and kind in loaders]
 
 
-def default_loaders(catalog: Catalog) -> dict[RecordKind, Callable[[], object]]:
-    """The kernel collectors this installation has (TCP now; UDP and DNS when present)."""
-    loaders: dict[RecordKind, Callable[[], object]] = {}
-    try:
-        from otel_netreceiver.probes.tcp import TcpCollector
-    except ImportError:
-        log.warning("no TCP collector in this build: tcp.* metrics will be empty")
-    else:
-        bounds = {keyword: catalog.metrics[name].bounds
+def default_loaders(catalog: Catalog, names=None) -> dict[RecordKind, Callable[[], object]]:
+    """The kernel collectors, each given its histogram bounds from the catalog.
+
+    `names` (an IP -> domain name cache) is fed by the DNS collector and read by the
+    enricher, so outgoing flows carry the name the workload resolved.
+    """
+    from otel_netreceiver.probes.dns import DnsCollector, DnsSettings
+    from otel_netreceiver.probes.tcp import TcpCollector, TcpSettings
+    from otel_netreceiver.probes.udp import UdpCollector
+
+    tcp_bounds = {keyword: catalog.metrics[name].bounds
                   for keyword, name in fields.TCP_COLLECTOR_BOUNDS.items()}
-        loaders[RecordKind.TCP] = lambda: TcpCollector(**bounds)
-    return loaders
+    dns_bounds = catalog.metrics[fields.DNS_COLLECTOR_BOUNDS].bounds
+    return {
+        RecordKind.TCP: lambda: TcpCollector(TcpSettings(**tcp_bounds)),
+        RecordKind.UDP: UdpCollector,
+        RecordKind.DNS: lambda: DnsCollector(DnsSettings(bounds=dns_bounds), names=names),
+    }
 
 
 def build(config: Config, catalog: Catalog | None = None,
@@ -167,7 +176,12 @@ def build(config: Config, catalog: Catalog | None = None,
     """The agent a configuration describes (exporters open their endpoints here)."""
     catalog = catalog or load_catalog()
     host = host_resource(config)
-    enricher = Enricher(host_resource=host)
+    names_enricher = []
+    if loaders is None:
+        from otel_netreceiver.enrich.dns_names import DnsNames, DnsPeerResolver
+        names = DnsNames()
+        loaders, names_enricher = default_loaders(catalog, names), [DnsPeerResolver(names)]
+    enricher = build_enricher(config.enrich, host, peers=names_enricher)
     start_ns = time.time_ns()
     pipelines: dict[bool, Pipeline] = {}
     for exporter_config in config.exporters:
@@ -175,9 +189,8 @@ def build(config: Config, catalog: Catalog | None = None,
         if exporter.delta not in pipelines:
             settings = BuildSettings(config.enabled_metrics, config.dropped_attributes,
                                      config.dropped_resource_attributes, exporter.delta)
-            builder = MetricsBuilder(catalog, settings, agent_resource(host), start_ns)
+            builder = MetricsBuilder(catalog, settings, agent_resource(enricher.host_resource), start_ns)
             pipelines[exporter.delta] = Pipeline(builder)
         pipelines[exporter.delta].exporters.append(exporter)
-    loaders = default_loaders(catalog) if loaders is None else loaders
     return Agent(collectors_for(config.enabled_metrics, loaders), enricher,
                  list(pipelines.values()), config.collection_interval_s, config.initial_delay_s)

@@ -133,11 +133,9 @@ class MetricsBuilder:
         start, time_ns = self._start_ns, enriched.time_ns
         name, key = fields.AGENT_LOSSES
         readings[name] = {((key, reason),): _Point(start, n) for reason, n in enriched.losses.items()}
-        for gauge, n in enriched.gauges.items():
-            prefix, _, label = gauge.partition(":")
-            if prefix in fields.AGENT_GAUGE_PREFIXES:
-                name, key = fields.AGENT_GAUGE_PREFIXES[prefix]
-                readings.setdefault(name, {})[((key, label),)] = _Point(time_ns, float(n))
+        name, key = fields.AGENT_GAUGES
+        readings[name] = {((key, gauge),): _Point(time_ns, float(n)) for gauge, n in enriched.gauges.items()}
+        readings[fields.AGENT_MAP_FILL[0]] = _map_fill(enriched.gauges, time_ns)
         name, key = fields.AGENT_FLOWS_TRACKED
         readings[name] = {((key, kind.value),): _Point(time_ns, 0) for kind in RecordKind}
         for record in enriched.records:
@@ -184,6 +182,19 @@ class MetricsBuilder:
         if previous is None or _went_backwards(previous[1], point.value):
             return point.start_ns, point.value
         return previous[0], _subtract(point.value, previous[1])
+
+
+def _map_fill(gauges: dict[str, float], time_ns: int) -> dict[AttrKey, _Point]:
+    """`<map>.tracked / <map>.capacity` for every map that reports both."""
+    _, key, tracked, capacity = fields.AGENT_MAP_FILL
+    fill = {}
+    for gauge, value in gauges.items():
+        if gauge.endswith(tracked):
+            map_name = gauge[: -len(tracked)]
+            total = gauges.get(map_name + capacity)
+            if total:
+                fill[((key, map_name),)] = _Point(time_ns, value / total)
+    return fill
 
 
 def _add(points: dict[AttrKey, _Point], key: AttrKey, start_ns: int, value) -> None:

@@ -62,12 +62,15 @@ FIELDS: dict[str, Field] = {
 }
 
 # The agent's own telemetry: which input each metric reads, and the attribute its key fills.
-# Snapshot.losses keys are reasons; Snapshot.gauges keys are "map.fill:<map name>".
+# Snapshot.losses keys are reasons. Snapshot.gauges keys are free-form readings; pairs
+# "<map>.tracked" / "<map>.capacity" also give the map's fill ratio.
 AGENT_LOSSES = ("otel_netreceiver.events.lost", "reason")
-AGENT_GAUGE_PREFIXES = {"map.fill": ("otel_netreceiver.map.fill", "map")}
+AGENT_MAP_FILL = ("otel_netreceiver.map.fill", "map", ".tracked", ".capacity")
+AGENT_GAUGES = ("otel_netreceiver.collector.gauge", "name")
 AGENT_FLOWS_TRACKED = ("otel_netreceiver.flows.tracked", "kind")
 AGENT_EXPORT_FAILURES = ("otel_netreceiver.export.failures", "exporter")
 AGENT_COLLECTION_DURATION = "otel_netreceiver.collection.duration"
 
 # Histogram bounds the TCP collector keeps in the kernel: its keyword -> catalog metric.
 TCP_COLLECTOR_BOUNDS = {"duration_bounds": "tcp.connection.duration", "rtt_bounds": "tcp.rtt"}
+DNS_COLLECTOR_BOUNDS = "dns.lookup.duration"

@@ -65,4 +65,5 @@ class FakeCollector:
         dns_hist = Histogram((0.001, 0.01), [step, 0, 0], sum=0.0005 * step, count=step)
         snapshot.dns[DNS] = Series(START_NS, DnsStats(duration=dns_hist, timeouts=step))
         snapshot.losses["ringbuf_full"] = step
-        snapshot.gauges["map.fill:sockets"] = 0.25
+        snapshot.gauges["tcp.sockets.tracked"] = 16.0
+        snapshot.gauges["tcp.sockets.capacity"] = 64.0

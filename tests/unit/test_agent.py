@@ -6,6 +6,7 @@ import pytest
 
 from otel_netreceiver import agent
 from otel_netreceiver.config import Config, ExporterConfig
+from otel_netreceiver.enrich import EnrichConfig
 from otel_netreceiver.enrich.base import Enricher
 from otel_netreceiver.flows.model import RecordKind
 from otel_netreceiver.metrics import catalog
@@ -111,7 +112,16 @@ def test_host_resource(tmp_path):
 def test_build_groups_exporters_by_temporality():
     exporters = (ExporterConfig("debug", "debug"), ExporterConfig("debug/delta", "debug", delta=True),
                  ExporterConfig("debug/2", "debug"))
-    instance = agent.build(Config(enabled_metrics=frozenset(CATALOG.metrics), exporters=exporters),
-                           loaders={RecordKind.TCP: FakeCollector})
+    config = Config(enabled_metrics=frozenset(CATALOG.metrics), exporters=exporters,
+                    enrich=EnrichConfig(containers=False, cloud_detectors=()))
+    instance = agent.build(config, loaders={RecordKind.TCP: FakeCollector})
     pipelines = {p.builder.temporality.name: [e.name for e in p.exporters] for p in instance._pipelines}
     assert pipelines == {"CUMULATIVE": ["debug", "debug/2"], "DELTA": ["debug/delta"]}
+
+
+def test_default_loaders_pass_catalog_bounds():
+    tcp = agent.default_loaders(CATALOG)[RecordKind.TCP]()
+    assert tcp.settings.duration_bounds == CATALOG.metrics["tcp.connection.duration"].bounds
+    assert tcp.settings.rtt_bounds == CATALOG.metrics["tcp.rtt"].bounds
+    dns = agent.default_loaders(CATALOG)[RecordKind.DNS]()
+    assert dns.settings.bounds == CATALOG.metrics["dns.lookup.duration"].bounds

@@ -185,6 +185,11 @@ BAD_FILES = [
     ("service:\n  telemetry:\n    logs: {encoding: xml}\n", "service.telemetry.logs.encoding: 'xml' is not one of"),
     ("service:\n  pipelines: {}\n", "service.pipelines: unknown key"),
     ("- a\n- b\n", "expected a mapping at the top level"),
+    ("enrich:\n  containers: 0\n", "enrich.containers: expected true or false"),
+    ("enrich:\n  cloud_detectors: [aws]\n", "enrich.cloud_detectors: unknown cloud detector 'aws'"),
+    ("enrich:\n  cloud_timeout: 2\n", "enrich.cloud_timeout: bad duration"),
+    ("enrich:\n  kubernetes: {enabled: true, nodename: x}\n", "enrich.kubernetes.nodename: unknown key"),
+    ("enrich:\n  kubernetes: {labels: app}\n", "enrich.kubernetes.labels: expected a list"),
     ("a: [\n", "not valid YAML"),
 ]
 
@@ -224,3 +229,24 @@ def test_bad_environment(name, value):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "absent.yaml", {})
+
+
+def test_enrich_section(tmp_path):
+    settings = load(write(tmp_path, """
+enrich:
+  containers: true
+  peers: false
+  process_pid: true
+  cloud_detectors: [ec2, gcp]
+  cloud_timeout: 500ms
+  kubernetes:
+    enabled: true
+    node_name: node-1
+    labels: [app, "*"]
+    sync_timeout: 2s
+"""), {})
+    enrich = settings.enrich
+    assert (enrich.containers, enrich.peers, enrich.process_pid, enrich.cloud_detectors,
+            enrich.cloud_timeout_s) == (True, False, True, ("ec2", "gcp"), 0.5)
+    assert (enrich.kubernetes.enabled, enrich.kubernetes.node_name, enrich.kubernetes.labels,
+            enrich.kubernetes.sync_timeout_s) == (True, "node-1", ("app", "*"), 2.0)

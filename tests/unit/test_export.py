@@ -54,13 +54,18 @@ def test_otlp_export_failure_returns_false(data):
     assert exporter.export(data) is False
 
 
-@pytest.mark.parametrize("verbosity, lines", [("basic", 1), ("normal", 19), ("detailed", 55)])
-def test_debug_verbosity(data, verbosity, lines):
+@pytest.mark.parametrize("verbosity", ["basic", "normal", "detailed"])
+def test_debug_verbosity(data, verbosity):
     out = io.StringIO()
     DebugExporter(ExporterConfig("debug", "debug", verbosity=verbosity), out).export(data)
     text = out.getvalue().splitlines()
-    assert text[0] == "export: 1 resources, 17 metrics, 36 data points"
-    assert len(text) == lines
+    metrics = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+    points = sum(len(m.data.data_points) for m in metrics)
+    assert text[0] == f"export: 1 resources, {len(metrics)} metrics, {points} data points"
+    expected = {"basic": 1, "normal": 2 + len(metrics), "detailed": 2 + len(metrics) + points}
+    assert len(text) == expected[verbosity]
+    if verbosity == "detailed":
+        assert "    value=100 {network.connection.direction=outgoing, network.io.direction=transmit," in "\n".join(text)
 
 
 @pytest.mark.parametrize("name, unit, kind, monotonic, expected", [

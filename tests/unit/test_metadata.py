@@ -24,9 +24,13 @@ DESIGN = {
     "udp.io": ("sum", True, "By", {"network.io.direction"}),
     "udp.packet.count": ("sum", True, "{packet}", {"network.io.direction"}),
 }
+PEER_KEYS = ("container.id", "k8s.pod.name", "k8s.namespace.name", "k8s.container.name",
+             "k8s.deployment.name", "k8s.replicaset.name", "k8s.statefulset.name",
+             "k8s.daemonset.name", "k8s.job.name", "k8s.cronjob.name", "process.executable.name")
 FLOW_ATTRIBUTES = {"network.transport", "network.type", "network.connection.direction",
                    "network.peer.address", "server.address", "server.port",
-                   "process.executable.name"}
+                   "process.executable.name", "process.pid", "process.command",
+                   *(f"peer.{k}" for k in PEER_KEYS)}
 
 
 @pytest.mark.parametrize("name", sorted(DESIGN))
@@ -38,8 +42,10 @@ def test_flow_metric_matches_design(name):
 
 
 @pytest.mark.parametrize("name, attributes", [
-    ("dns.lookup.duration", {"dns.question.name", "server.address", "error.type", "process.executable.name"}),
-    ("dns.lookup.timeout.count", {"dns.question.name", "server.address", "process.executable.name"}),
+    ("dns.lookup.duration", {"dns.question.name", "server.address", "error.type", "process.executable.name",
+                             "process.pid", "process.command"}),
+    ("dns.lookup.timeout.count", {"dns.question.name", "server.address", "process.executable.name",
+                                  "process.pid", "process.command"}),
 ])
 def test_dns_metric_attributes(name, attributes):
     assert {a.name for a in CATALOG.metrics[name].attributes} == attributes
@@ -58,7 +64,7 @@ def test_every_flow_metric_has_a_field_and_every_field_a_metric():
 
 def test_agent_metrics_named_by_the_field_table_exist():
     names = {fields.AGENT_LOSSES[0], fields.AGENT_FLOWS_TRACKED[0], fields.AGENT_EXPORT_FAILURES[0],
-             fields.AGENT_COLLECTION_DURATION, *(m for m, _ in fields.AGENT_GAUGE_PREFIXES.values())}
+             fields.AGENT_COLLECTION_DURATION, fields.AGENT_MAP_FILL[0], fields.AGENT_GAUGES[0]}
     assert names == {n for n in CATALOG.metrics if n.startswith("otel_netreceiver.")}
 
 
@@ -74,6 +80,11 @@ def test_agreed_default_bounds():
         0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
     assert CATALOG.metrics["tcp.rtt"].bounds == (
         0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1)
+
+
+def test_peer_attributes_match_enrichment():
+    from otel_netreceiver.enrich.peers import PEER_KEYS as ENRICH_PEER_KEYS
+    assert ENRICH_PEER_KEYS == PEER_KEYS
 
 
 def test_resource_attributes_of_the_design_are_declared():

@@ -155,7 +155,7 @@ def test_agent_metrics_under_agent_scope_and_resource():
     metrics = build_steps(builder(), 2)
     expected = {
         "otel_netreceiver.events.lost": ({"reason": "ringbuf_full"}, 2),
-        "otel_netreceiver.map.fill": ({"map": "sockets"}, 0.25),
+        "otel_netreceiver.map.fill": ({"map": "tcp.sockets"}, 0.25),
         "otel_netreceiver.export.failures": ({"exporter": "otlp"}, 2),
         "otel_netreceiver.collection.duration": ({}, 0.25),
     }
@@ -164,5 +164,8 @@ def test_agent_metrics_under_agent_scope_and_resource():
         assert scope == CATALOG.agent_scope and resource["service.name"] == "agent"
         [p] = metric.data.data_points
         assert (dict(p.attributes), p.value) == (attributes, value)
+    [(_, _, gauges)] = metrics["otel_netreceiver.collector.gauge"]
+    assert {p.attributes["name"]: p.value for p in gauges.data.data_points} == {
+        "tcp.sockets.tracked": 16.0, "tcp.sockets.capacity": 64.0}
     [(_, _, tracked)] = metrics["otel_netreceiver.flows.tracked"]
     assert {p.attributes["kind"]: p.value for p in tracked.data.data_points} == {"tcp": 2, "udp": 1, "dns": 1}
