@@ -284,13 +284,13 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def duration(value: Any, where: str) -> float:
-    """A Go-style duration (`10s`, `500ms`, `1m30s`) in seconds; must be positive."""
+def duration(value: Any, where: str, allow_zero: bool = False) -> float:
+    """A Go-style duration (`10s`, `500ms`, `1m30s`) in seconds; positive unless `allow_zero`."""
     text = str(value).strip() if isinstance(value, str) else None
     if not text or not re.fullmatch(f"(?:{_DURATION.pattern})+", text):
         raise ConfigError(f"{where}: bad duration {value!r} (expected e.g. 10s, 500ms, 1m)")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(text))
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(f"{where}: duration must be greater than zero")
     return seconds
 
@@ -335,7 +335,7 @@ def resolve(document: dict[str, Any], env: Env, catalog: Catalog) -> Config:
     """Validate the expanded document and merge it with the environment."""
     top = _Section(document, "")
     interval = top.get("collection_interval", duration, env.interval_s or 10.0)
-    initial_delay = top.get("initial_delay", duration, 1.0)
+    initial_delay = top.get("initial_delay", lambda v, w: duration(v, w, allow_zero=True), 1.0)
     enabled = _enabled_metrics(top.get("metrics", _toggles(set(catalog.metrics), "metric"), {}), catalog)
     dropped = top.get("attributes", _toggles(catalog.attribute_names(), "attribute"), {})
     dropped_resource = top.get("resource_attributes", _toggles(None, "resource attribute"), {})

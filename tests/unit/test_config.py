@@ -152,6 +152,10 @@ def test_expanded_values_are_validated(tmp_path):
         load(write(tmp_path, "collection_interval: ${env:I}\n"), {"I": "soon"})
 
 
+def test_initial_delay_may_be_zero(tmp_path):
+    assert load(write(tmp_path, "initial_delay: 0s\n"), {}).initial_delay_s == 0
+
+
 @pytest.mark.parametrize("text, seconds", [("10s", 10), ("500ms", 0.5), ("1m30s", 90), ("1h", 3600), ("1.5s", 1.5)])
 def test_durations(text, seconds):
     assert config.duration(text, "x") == seconds
