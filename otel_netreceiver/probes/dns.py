@@ -22,6 +22,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ..enrich.dns_names import DnsNames
 from ..flows.dns_parser import Message, tcp_messages
@@ -48,15 +49,21 @@ class DnsSettings:
     max_names: int = 100           # distinct question names per workload per interval
     bounds: tuple[float, ...] = DEFAULT_BOUNDS
     max_pending: int = 65536       # queries awaiting an answer
-    ring_buffer_bytes: int = 4 << 20  # power of two, at least a page
+    ring_buffer_bytes: int = 8 << 20  # power of two, at least a page
     poll_ms: int = 100
     object_path: str | None = None
 
 
+@lru_cache(maxsize=4096)  # few distinct sockets and servers: skip re-formatting them
 def _address(raw: bytes, family: int) -> str:
     if family == 4:
         return socket.inet_ntop(socket.AF_INET, raw[12:])
     return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+@lru_cache(maxsize=4096)
+def _workload(cgroup_id: int, tgid: int, comm: bytes) -> Workload:
+    return Workload(cgroup_id, tgid, comm.split(b"\0", 1)[0].decode(errors="replace"))
 
 
 def decode(record: bytes) -> tuple[list[DnsPacket], bool]:
@@ -64,7 +71,7 @@ def decode(record: bytes) -> tuple[list[DnsPacket], bool]:
     (ts, cgroup_id, tgid, comm, _, local, remote, local_port, remote_port, payload_len,
      captured, sent, transport, family) = EVENT.unpack_from(record)
     payload = record[PAYLOAD_OFFSET:PAYLOAD_OFFSET + captured]
-    workload = Workload(cgroup_id, tgid, comm.split(b"\0", 1)[0].decode(errors="replace"))
+    workload = _workload(cgroup_id, tgid, comm)
     ends = (_address(local, family), local_port), (_address(remote, family), remote_port)
     if transport == IPPROTO_TCP:
         messages, whole = tcp_messages(payload)
