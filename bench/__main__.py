@@ -54,6 +54,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def build_monitors(args) -> list:
     """The cases in round order; the agent is left out, saying why, when it cannot run."""
     args.log_dir.mkdir(parents=True, exist_ok=True)
+    for log in args.log_dir.glob("*.log"):
+        log.unlink()  # each run's logs are its own
     made = {"off": monitors.Off,
             "agent": lambda: monitors.agent(args.agent_cmd, args.log_dir / "agent.log"),
             "peer": lambda: monitors.tcplife(args.log_dir / "tcplife.log" if args.tcplife_log else None)}

@@ -19,6 +19,7 @@ from bench import procstat, series, servers, sink
 
 FIRST_EXTRA = 10   # server addresses <subnet>.10, .11, ...
 PORT = 20000
+EXPORT_TIMEOUT_S = series.EXPORT_TIMEOUT_S
 
 
 def shape(n: int) -> tuple[int, int]:
@@ -72,7 +73,8 @@ def _export(snap, endpoint: str) -> dict:
     enabled = frozenset(name for name, m in catalog.metrics.items() if m.enabled)
     builder = MetricsBuilder(catalog, BuildSettings(enabled), {"service.name": "bench"}, 1)
     enricher = Enricher({"host.name": "bench", "os.type": "linux"})
-    exporter = OtlpExporter(ExporterConfig("otlphttp", "otlphttp", f"{endpoint}/v1/metrics"))
+    exporter = OtlpExporter(ExporterConfig("otlphttp", "otlphttp", f"{endpoint}/v1/metrics",
+                                           timeout_s=EXPORT_TIMEOUT_S))
     return _timed(lambda: exporter.export(builder.build(enricher.enrich(snap), AgentTelemetry())))
 
 
