@@ -17,8 +17,7 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
-from otel_netreceiver.enrich import EnrichConfig, KubernetesConfig
-from otel_netreceiver.enrich.cloud import DETECTORS
+from otel_netreceiver.enrich import EnrichConfig
 from otel_netreceiver.metrics.catalog import Catalog
 from otel_netreceiver.metrics.catalog import load as load_catalog
 
@@ -394,48 +393,10 @@ def _service(value: Any, where: str) -> tuple[str, str]:
     return level, encoding
 
 
-def string_list(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list, got {_kind(value)}")
-    return tuple(string(v, f"{where}[{i}]") for i, v in enumerate(value))
-
-
-def _detectors(value: Any, where: str) -> tuple[str, ...]:
-    names = string_list(value, where)
-    for name in names:
-        if name not in DETECTORS:
-            raise ConfigError(f"{where}: unknown cloud detector {name!r} (known: {', '.join(DETECTORS)})")
-    return names
-
-
 def _enrich(value: Any, where: str) -> EnrichConfig:
-    """`enrich:` (see docs/configuration.md): containers, peers, process, cloud, kubernetes."""
-    section, default = _Section(value, where), EnrichConfig()
-    enrich = EnrichConfig(
-        containers=section.get("containers", boolean, default.containers),
-        peers=section.get("peers", boolean, default.peers),
-        process_pid=section.get("process_pid", boolean, default.process_pid),
-        process_command=section.get("process_command", boolean, default.process_command),
-        cloud_detectors=section.get("cloud_detectors", _detectors, default.cloud_detectors),
-        cloud_timeout_s=section.get("cloud_timeout", duration, default.cloud_timeout_s),
-        kubernetes=section.get("kubernetes", _kubernetes, default.kubernetes),
-    )
-    section.done()
-    return enrich
-
-
-def _kubernetes(value: Any, where: str) -> KubernetesConfig:
-    section, default = _Section(value, where), KubernetesConfig()
-    kubernetes = KubernetesConfig(
-        enabled=section.get("enabled", boolean, default.enabled),
-        node_name=section.get("node_name", string, default.node_name),
-        kubeconfig=section.get("kubeconfig", existing_file, default.kubeconfig),
-        labels=section.get("labels", string_list, default.labels),
-        annotations=section.get("annotations", string_list, default.annotations),
-        sync_timeout_s=section.get("sync_timeout", duration, default.sync_timeout_s),
-    )
-    section.done()
-    return kubernetes
+    """`enrich:` is parsed by enrichment's own reader (docs/resources.md)."""
+    from otel_netreceiver.enrich.settings import enrich_config  # it imports this module
+    return enrich_config(value, where)
 
 
 def _exporters(value: Any, where: str, env: Env) -> tuple[ExporterConfig, ...]:

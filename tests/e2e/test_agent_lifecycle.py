@@ -24,7 +24,8 @@ CONFIG = """
 collection_interval: 1h
 initial_delay: 1h
 enrich:
-  cloud_detectors: []
+  cloud:
+    detectors: []
 """
 SUBNET, RR_PORT, HOLD_PORT, COUNT = "198.18.23", 8080, 9000, 4
 STOP_LIMIT_S = 5.0  # the issue's bound for final export + detach

@@ -28,7 +28,8 @@ CONFIG = """
 collection_interval: 1s
 initial_delay: 0s
 enrich:
-  cloud_detectors: []
+  cloud:
+    detectors: []
 """
 TEMPORALITY = {"delta": 1, "cumulative": 2}
 

@@ -94,7 +94,8 @@ exporters:
   prometheus:
     endpoint: 127.0.0.1:{target}
 enrich:
-  cloud_detectors: []
+  cloud:
+    detectors: []
 """
     with agent_process(tmp_path, config), host_pair("nrb", SUBNET) as pair:
         server = pair.server.address

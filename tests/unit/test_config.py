@@ -190,9 +190,9 @@ BAD_FILES = [
     ("service:\n  pipelines: {}\n", "service.pipelines: unknown key"),
     ("- a\n- b\n", "expected a mapping at the top level"),
     ("enrich:\n  containers: 0\n", "enrich.containers: expected true or false"),
-    ("enrich:\n  cloud_detectors: [aws]\n", "enrich.cloud_detectors: unknown cloud detector 'aws'"),
-    ("enrich:\n  cloud_timeout: 2\n", "enrich.cloud_timeout: bad duration"),
-    ("enrich:\n  kubernetes: {enabled: true, nodename: x}\n", "enrich.kubernetes.nodename: unknown key"),
+    ("enrich:\n  cloud: {detectors: [aws]}\n", "enrich.cloud.detectors: unknown detector 'aws'"),
+    ("enrich:\n  cloud: {timeout: 2}\n", "enrich.cloud.timeout: bad duration"),
+    ("enrich:\n  kubernetes: {enabled: true, nodename: x}\n", "enrich.kubernetes: unknown key 'nodename'"),
     ("enrich:\n  kubernetes: {labels: app}\n", "enrich.kubernetes.labels: expected a list"),
     ("a: [\n", "not valid YAML"),
 ]
@@ -240,9 +240,8 @@ def test_enrich_section(tmp_path):
 enrich:
   containers: true
   peers: false
-  process_pid: true
-  cloud_detectors: [ec2, gcp]
-  cloud_timeout: 500ms
+  process: {pid: true}
+  cloud: {detectors: [ec2, gcp], timeout: 500ms}
   kubernetes:
     enabled: true
     node_name: node-1
