@@ -28,7 +28,8 @@ DEFAULT_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 
 Endpoint = tuple[str, int]  # (address text, port)
 LOSS_REASONS = ("dns.malformed_packet", "dns.unmatched_response", "dns.pending_full",
-                "dns.query_without_question")
+                "dns.query_without_question", "dns.timeout_uncertain")
+MAX_LOSSY_WINDOWS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class DnsTracker:
         self._wall_clock = wall_clock
         self._pending: OrderedDict[tuple, _Pending] = OrderedDict()
         self._series: dict[DnsKey, Series] = {}
+        self._lossy: list[tuple[int, int]] = []
         self.losses: Counter[str] = Counter({reason: 0 for reason in LOSS_REASONS})
 
     @property
@@ -114,7 +116,22 @@ class DnsTracker:
             if entry.timestamp_ns + self._timeout_ns > now_ns:
                 break
             del self._pending[key]
+            if self._uncertain(entry.timestamp_ns):
+                self.losses["dns.timeout_uncertain"] += 1
+                continue
             self._stats(entry.workload, entry.question[0], entry.server, "").timeouts += 1
+
+    def packets_lost(self, start_ns: int, end_ns: int) -> None:
+        """Packets were dropped before reaching us between these (monotonic) times.
+
+        A query whose answer was due then may have been answered: it is counted in
+        `dns.timeout_uncertain`, not as a timeout.
+        """
+        self._lossy = [*self._lossy[-(MAX_LOSSY_WINDOWS - 1):], (start_ns, end_ns)]
+
+    def _uncertain(self, sent_ns: int) -> bool:
+        due_ns = sent_ns + self._timeout_ns
+        return any(start <= due_ns and sent_ns <= end for start, end in self._lossy)
 
     def collect(self, snapshot: Snapshot, now_ns: int) -> None:
         """Expire, then copy every series into `snapshot.dns`; a new interval begins."""

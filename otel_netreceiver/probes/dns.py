@@ -105,6 +105,7 @@ class DnsCollector:
         except OSError:
             self.__exit__(None, None, None)
             raise
+        self._ring_drops, self._collected_ns = 0, self._clock()
         self._thread = threading.Thread(target=self._poll, name="dns-ring-buffer", daemon=True)
         self._thread.start()
         return self
@@ -149,11 +150,15 @@ class DnsCollector:
         """Count overdue queries as timeouts and add every cumulative series."""
         # grace: a response already in the ring buffer but not yet read is not a timeout
         grace = 2 * self.settings.poll_ms * 1_000_000 + 500_000_000
+        kernel_losses, now = read_losses(self._loaded, LOSS_NAMES), self._clock()
         with self._lock:
-            self.tracker.collect(snapshot, self._clock() - grace)
+            if kernel_losses["dns.ring_buffer_full"] > self._ring_drops:
+                self.tracker.packets_lost(self._collected_ns, now)
+            self.tracker.collect(snapshot, now - grace)
             snapshot.losses.update(self.tracker.losses)
             snapshot.gauges["dns.pending_queries"] = self.tracker.pending
-        snapshot.losses.update(read_losses(self._loaded, LOSS_NAMES))
+        self._ring_drops, self._collected_ns = kernel_losses["dns.ring_buffer_full"], now
+        snapshot.losses.update(kernel_losses)
         if self.names is not None:
             snapshot.gauges["dns.names_cached"] = len(self.names)
 

@@ -164,3 +164,14 @@ def test_snapshot_holds_copies():
     tracker.observe(received(reply(q2), 1))
     assert first.stats.duration.count == 1 and stats(tracker).stats.duration.count == 2
     assert stats(tracker).start_ns == first.start_ns
+
+
+def test_unanswered_query_while_packets_were_dropped_is_uncertain_not_a_timeout():
+    tracker = DnsTracker(timeout_ns=1000 * MS)
+    tracker.observe(sent(query(ident=1), 0))
+    tracker.observe(sent(query(ident=2), 5000 * MS))
+    tracker.packets_lost(500 * MS, 800 * MS)  # the first query's answer was due then
+    snapshot = Snapshot(0)
+    tracker.collect(snapshot, 10000 * MS)
+    (series,) = snapshot.dns.values()
+    assert series.stats.timeouts == 1 and tracker.losses["dns.timeout_uncertain"] == 1
