@@ -9,11 +9,16 @@ from __future__ import annotations
 import functools
 
 from bench import servers, workloads
-from bench.runner import Table, interleave
+import sys
+
+from bench.runner import Table, interleave, render_programs
 
 
 def cost(args, monitors) -> list[Table]:
     with servers.hosts() as pair, servers.nginx(pair.server) as url:
         work = functools.partial(workloads.paced_ab, pair.client, url, args.rate, args.seconds)
-        return [interleave(f"paced churn {args.rate:,} conn/s ({args.seconds:g} s)",
-                           monitors, work, args.rounds)]
+        table = interleave(f"paced churn {args.rate:,} conn/s ({args.seconds:g} s)",
+                           monitors, work, args.rounds)
+    print("BPF programs, last round, from load to stop (includes start-up and settle):\n"
+          + render_programs(monitors) + "\n", file=sys.stderr)
+    return [table]

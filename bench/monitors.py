@@ -73,6 +73,7 @@ class Command:
     log: Path | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
     _progs: set[int] = field(default_factory=set, repr=False)
+    programs: dict = field(default_factory=dict)  # per program, since load, read at stop
 
     def start(self) -> None:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
@@ -116,6 +117,7 @@ class Command:
     def stop(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
+        self.programs = procstat.bpf_runs(self._progs)
         os.killpg(self._proc.pid, self.stop_signal)
         try:
             self._proc.wait(timeout=10)

@@ -90,15 +90,20 @@ class BpfRun:
 
 def bpf_run(prog_ids: set[int]) -> BpfRun:
     """Sum of run_time_ns / run_cnt over programs (needs kernel.bpf_stats_enabled=1)."""
-    if not prog_ids:
-        return BpfRun()
-    out = subprocess.run(["bpftool", "--json", "prog", "show"], capture_output=True, text=True)
     total = BpfRun()
-    for prog in json.loads(out.stdout or "[]"):
-        if prog.get("id") in prog_ids:
-            total.run_time_ns += prog.get("run_time_ns", 0)
-            total.run_cnt += prog.get("run_cnt", 0)
+    for run in bpf_runs(prog_ids).values():
+        total.run_time_ns += run.run_time_ns
+        total.run_cnt += run.run_cnt
     return total
+
+
+def bpf_runs(prog_ids: set[int]) -> dict[str, BpfRun]:
+    """run_time_ns / run_cnt per program, keyed `<type>/<name>#<id>`, from `bpftool prog show`."""
+    if not prog_ids:
+        return {}
+    out = subprocess.run(["bpftool", "--json", "prog", "show"], capture_output=True, text=True)
+    return {f"{p.get('type')}/{p.get('name')}#{p['id']}": BpfRun(p.get("run_time_ns", 0), p.get("run_cnt", 0))
+            for p in json.loads(out.stdout or "[]") if p.get("id") in prog_ids}
 
 
 @contextmanager

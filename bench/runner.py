@@ -80,6 +80,19 @@ def render(table: Table) -> str:
     return "\n".join(lines)
 
 
+def render_programs(monitors: list, connections: float | None = None) -> str:
+    """Kernel time per BPF program of each monitor's last case (since its programs loaded)."""
+    lines = ["| case | program | runs | avg ns/run | total ms |" + (" runs/connection |" if connections else ""),
+             "|---|---|---|---|---|" + ("---|" if connections else "")]
+    for monitor in monitors:
+        for name, run in sorted(getattr(monitor, "programs", {}).items()):
+            avg = run.run_time_ns / run.run_cnt if run.run_cnt else 0
+            extra = f" {run.run_cnt / connections:.2f} |" if connections else ""
+            lines.append(f"| {monitor.name} | {name} | {run.run_cnt:,} | {avg:,.0f} | "
+                         f"{run.run_time_ns / 1e6:,.1f} |" + extra)
+    return "\n".join(lines)
+
+
 def _metric_names(table: Table) -> list[str]:
     names: list[str] = []
     for rounds in table.cases.values():
