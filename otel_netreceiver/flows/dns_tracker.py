@@ -9,7 +9,9 @@ outcome never depends on when the agent looked). Retransmissions of a pending qu
 keep the first send time: the duration is what the workload waited.
 
 Cardinality guard: per workload and interval at most `max_names` distinct question
-names get their own series; the others are recorded under `_OTHER`.
+names get their own series; the others are recorded under `_OTHER`. A series unchanged for
+`idle_intervals` collections is dropped after it was last reported, so memory follows
+the names in use.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class DnsTracker:
         max_names: int = 100,
         max_pending: int = 65536,
         on_answer: Callable[[Workload, Message], None] | None = None,
+        idle_intervals: int = 10,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._bounds, self._timeout_ns = tuple(bounds), timeout_ns
@@ -89,6 +92,8 @@ class DnsTracker:
         self._wall_clock = wall_clock
         self._pending: OrderedDict[tuple, _Pending] = OrderedDict()
         self._series: dict[DnsKey, Series] = {}
+        self._idle: dict[DnsKey, int] = {}  # collections since the key last changed
+        self.idle_intervals = idle_intervals
         self._lossy: list[tuple[int, int]] = []
         self.losses: Counter[str] = Counter({reason: 0 for reason in LOSS_REASONS})
 
@@ -139,6 +144,14 @@ class DnsTracker:
         for key, series in self._series.items():
             snapshot.dns[key] = Series(series.start_ns, _copy(series.stats))
         self._guard.next_interval()
+        self._age()
+
+    def _age(self) -> None:
+        """Forget series unchanged for `idle_intervals` collections (after reporting them)."""
+        for key in list(self._idle):
+            self._idle[key] += 1
+            if self._idle[key] >= self.idle_intervals:
+                del self._idle[key], self._series[key]
 
     def _query(self, packet: DnsPacket, message: Message) -> None:
         if message.question is None:
@@ -176,6 +189,7 @@ class DnsTracker:
         if series is None:
             stats = DnsStats(duration=Histogram.empty(self._bounds))
             series = self._series[key] = Series(self._wall_clock(), stats)
+        self._idle[key] = -1
         return series.stats
 
 

@@ -32,6 +32,7 @@ INNER_MAPS = ("udp_flows_a", "udp_flows_b")
 @dataclass(frozen=True)
 class UdpSettings:
     max_flows: int = 16384  # entries of each inner hash (distinct aggregates per interval)
+    idle_intervals: int = 10  # drop a series after this many intervals without traffic
     skb: SkbSettings = field(default_factory=SkbSettings)
     object_path: str | None = None
 
@@ -65,6 +66,7 @@ class UdpCollector:
         self.settings = settings or UdpSettings()
         self._wall_clock = wall_clock
         self._series: dict[FlowKey, Series] = {}
+        self._idle: dict[FlowKey, int] = {}  # intervals since the key last changed
         self._stack = None
         self._loaded = None
         self._active = 0  # index into INNER_MAPS of the map the kernel writes
@@ -85,20 +87,36 @@ class UdpCollector:
             obj.map(name).set_max_entries(self.settings.max_flows)
 
     def collect(self, snapshot: Snapshot) -> None:
-        """Swap, drain the old inner map, and add every cumulative series to the snapshot."""
+        """Swap, drain the old inner map, and add every cumulative series to the snapshot.
+
+        A series unchanged for `idle_intervals` is dropped after this report (a new one
+        starts, with a new start time, if the flow comes back): memory follows live flows.
+        """
         for raw_key, delta in self._drain(self._swap()):
             key = flow_key(raw_key)
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = Series(self._wall_clock(), UdpStats())
             add(series.stats, delta)
+            self._idle[key] = -1
+        self._fill(snapshot)
+        self._age()
+        snapshot.losses.update(read_losses(self._loaded, LOSS_NAMES))
+        snapshot.gauges["udp.flows"] = len(self._series)
+
+    def _fill(self, snapshot: Snapshot) -> None:
         for key, series in self._series.items():
             stats = series.stats
             snapshot.udp[key] = Series(series.start_ns, UdpStats(
                 stats.bytes_sent, stats.bytes_received, stats.packets_sent,
                 stats.packets_received))
-        snapshot.losses.update(read_losses(self._loaded, LOSS_NAMES))
-        snapshot.gauges["udp.flows"] = len(self._series)
+
+    def _age(self) -> None:
+        """One more quiet interval for every key; forget keys quiet for idle_intervals."""
+        for key in list(self._idle):
+            self._idle[key] += 1
+            if self._idle[key] >= self.settings.idle_intervals:
+                del self._idle[key], self._series[key]
 
     def _swap(self) -> str:
         """Point the kernel at the other inner map; return the name of the old one."""

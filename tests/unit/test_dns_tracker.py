@@ -175,3 +175,14 @@ def test_unanswered_query_while_packets_were_dropped_is_uncertain_not_a_timeout(
     tracker.collect(snapshot, 10000 * MS)
     (series,) = snapshot.dns.values()
     assert series.stats.timeouts == 1 and tracker.losses["dns.timeout_uncertain"] == 1
+
+
+def test_idle_series_are_dropped_after_reporting():
+    tracker = DnsTracker(idle_intervals=2)
+    q = query()
+    tracker.observe(sent(q, 0))
+    tracker.observe(received(reply(q), 1))
+    assert stats(tracker) is not None  # changed in this interval
+    assert stats(tracker) is not None  # quiet for one interval: still reported
+    assert stats(tracker) is not None  # quiet for two: reported a last time, then dropped
+    assert stats(tracker) is None
