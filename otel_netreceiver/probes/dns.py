@@ -98,8 +98,9 @@ class DnsCollector:
         self.records = 0
 
     def __enter__(self) -> "DnsCollector":
-        self._stack = attached("dns", self._configure, self.settings.object_path)
-        self._loaded = self._stack.__enter__()
+        stack = attached("dns", self._configure, self.settings.object_path)
+        self._loaded = stack.__enter__()
+        self._stack = stack
         try:
             self._ring = libbpf.RingBuffer(self._loaded.map("dns_events").fd, self._on_record)
         except OSError:
@@ -135,7 +136,12 @@ class DnsCollector:
                 time.sleep(self.settings.poll_ms / 1000)
 
     def _on_record(self, record: bytes) -> None:
-        packets, whole = decode(record)
+        try:
+            packets, whole = decode(record)
+        except (struct.error, ValueError, OSError):  # a record we cannot read: count it
+            with self._lock:
+                self.tracker.losses["dns.bad_record"] += 1
+            return
         with self._lock:
             self.records += 1
             if not whole:

@@ -72,8 +72,9 @@ class UdpCollector:
         self._active = 0  # index into INNER_MAPS of the map the kernel writes
 
     def __enter__(self) -> "UdpCollector":
-        self._stack = attached("udp", self._configure, self.settings.object_path)
-        self._loaded = self._stack.__enter__()
+        stack = attached("udp", self._configure, self.settings.object_path)
+        self._loaded = stack.__enter__()
+        self._stack = stack
         return self
 
     def __exit__(self, *exc) -> None:

@@ -8,9 +8,9 @@ from otel_netreceiver.probes import libbpf
 from otel_netreceiver.probes.cgroup_skb import (DnsEventC, FlowKeyC, Identity, SettingsC,
                                                 SkbSettings, UdpStatsC, address_text,
                                                 ctypes_layout, cgroup2_root)
-from otel_netreceiver.probes.dns import decode
-from otel_netreceiver.probes.loader import OBJECTS_DIR
-from otel_netreceiver.probes.udp import flow_key
+from otel_netreceiver.probes.dns import DnsCollector, DnsSettings, decode
+from otel_netreceiver.probes.loader import OBJECTS_DIR, ProbeLoadError
+from otel_netreceiver.probes.udp import UdpCollector, UdpSettings, flow_key
 from otel_netreceiver.flows.model import Direction, Family, Workload
 
 MIRRORS = [("nrd_identity", Identity), ("nrd_flow_key", FlowKeyC),
@@ -96,3 +96,19 @@ def test_udp_flow_key_conversion():
 
 def test_event_header_format_matches_mirror():
     assert struct.calcsize("<QQI16sI16s16sHHHHBBB5x") == DnsEventC.payload.offset
+
+
+def test_unreadable_record_is_counted_not_raised():
+    collector = DnsCollector()
+    collector._on_record(b"\x00" * 10)
+    assert collector.tracker.losses["dns.bad_record"] == 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda path: DnsCollector(DnsSettings(object_path=path)),
+    lambda path: UdpCollector(UdpSettings(object_path=path)),
+])
+def test_missing_object_is_a_one_line_error(tmp_path, make):
+    with pytest.raises(ProbeLoadError, match=r"not built: run `make bpf`$") as failure:
+        make(str(tmp_path / "missing.bpf.o")).__enter__()
+    assert "\n" not in str(failure.value)
