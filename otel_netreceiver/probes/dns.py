@@ -91,6 +91,7 @@ class DnsCollector:
         self.tracker = DnsTracker(self.settings.bounds, int(self.settings.timeout * 1e9),
                                   self.settings.max_names, self.settings.max_pending,
                                   on_answer=self._learn if names is not None else None)
+        self.tracker.losses.update({"dns.tcp_message_cut": 0, "dns.bad_record": 0})
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
