@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 
 from bench import servers, workloads
-import sys
 
 from bench.runner import Table, interleave, render_programs
 
@@ -20,5 +19,5 @@ def cost(args, monitors) -> list[Table]:
         table = interleave(f"paced churn {args.rate:,} conn/s ({args.seconds:g} s)",
                            monitors, work, args.rounds)
     print("BPF programs, last round, from load to stop (includes start-up and settle):\n"
-          + render_programs(monitors) + "\n", file=sys.stderr)
+          + render_programs(monitors) + "\n", flush=True)
     return [table]
