@@ -19,6 +19,7 @@ from otel_netreceiver.probes import loader
 # Tracepoints every build needs (DESIGN.md); more are read from the built objects' sections.
 REQUIRED_TRACEPOINTS = ("sock/inet_sock_set_state", "tcp/tcp_retransmit_skb",
                         "tcp/tcp_receive_reset", "tcp/tcp_send_reset")
+EXPECTED_OBJECTS = ("tcp.bpf.o", "udp.bpf.o", "dns.bpf.o")  # one per collector
 MIN_KERNEL = (5, 8)
 MEMCG_KERNEL = (5, 11)  # from here BPF memory is charged to the cgroup, not to memlock
 MIN_MEMLOCK = 64 << 20
@@ -133,10 +134,11 @@ def cgroup_v2(system: System) -> Check:
 
 
 def objects(system: System) -> Check:
-    built = sorted(p.name for p in system.objects.glob("*.bpf.o")) if system.objects.is_dir() else []
-    if not built:
-        return Check("BPF objects", False, f"none in {system.objects}", "make bpf")
-    return Check("BPF objects", True, ", ".join(built))
+    built = {p.name for p in system.objects.glob("*.bpf.o")} if system.objects.is_dir() else set()
+    missing = [name for name in EXPECTED_OBJECTS if name not in built]
+    if missing:
+        return Check("BPF objects", False, f"{', '.join(missing)} missing in {system.objects}", "make bpf")
+    return Check("BPF objects", True, ", ".join(sorted(built)))
 
 
 def memlock(system: System) -> Check:

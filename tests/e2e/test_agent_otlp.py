@@ -87,13 +87,19 @@ def done(truth):
 
 
 def assert_conforms_to_catalog(points, temporality):
-    """Every received point has its metric's name, unit, kind and declared attributes."""
+    """Every received point has its metric's name, description, unit, kind, declared
+    attributes with values from their enums, and declared resource attributes."""
     assert points
+    resource_names = set(CATALOG.resource_attributes) | {"deployment.environment"}
     for p in points:
         metric = CATALOG.metrics.get(p.name)
         assert metric is not None, f"{p.name} is not in metadata.yaml"
-        assert (p.unit, p.kind) == (metric.unit, metric.kind), p.name
-        assert set(p.attributes) <= {a.name for a in metric.attributes}, (p.name, p.attributes)
+        assert (p.description, p.unit, p.kind) == (metric.description, metric.unit, metric.kind), p.name
+        declared = {a.name: a for a in metric.attributes}
+        assert set(p.attributes) <= set(declared), (p.name, p.attributes)
+        for name, value in p.attributes.items():
+            assert not declared[name].enum or value in declared[name].enum, (p.name, name, value)
+        assert set(p.resource) <= resource_names, p.resource
         if metric.kind == "sum":
             assert p.monotonic == metric.monotonic, p.name
             expected = temporality if metric.monotonic else "cumulative"

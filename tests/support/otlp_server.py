@@ -24,6 +24,7 @@ class PointRow:
     resource: dict
     scope: str
     name: str
+    description: str
     unit: str
     kind: str  # sum, gauge, histogram
     monotonic: bool
@@ -90,7 +91,8 @@ def _metric_rows(resource, scope, metric):
     temporality = getattr(data, "aggregation_temporality", 0)
     monotonic = getattr(data, "is_monotonic", False)
     for p in data.data_points:
-        common = dict(resource=resource, scope=scope, name=metric.name, unit=metric.unit, kind=kind,
+        common = dict(resource=resource, scope=scope, name=metric.name, description=metric.description,
+                      unit=metric.unit, kind=kind,
                       monotonic=monotonic, temporality=temporality, attributes=_attributes(p.attributes),
                       start_ns=p.start_time_unix_nano, time_ns=p.time_unix_nano)
         if kind == "histogram":
