@@ -37,7 +37,7 @@ def lookups(collector, cgroup_id, wait=0.0):
     for key, series in snapshot.dns.items():
         if key.workload.cgroup_id != cgroup_id:
             continue
-        workloads.add((key.workload.comm, key.server_address))
+        workloads.add((key.workload.pid, key.workload.comm, key.server_address))
         histogram = series.stats.duration
         if histogram.count:
             pair = (key.question_name, key.error_type or "noerror")
@@ -67,7 +67,7 @@ def test_counts_per_name_and_rcode_are_exact(collector, tcp):
     assert expected_answered == {("known.test", "noerror"): 5, ("www.known.test", "noerror"): 5,
                                  ("missing.test", "nxdomain"): 5, ("nx.known.test", "nxdomain"): 5}
     assert answered == expected_answered and timeouts == expected_timeouts == {}
-    assert workloads == {("python", "198.18.31.2")}
+    assert workloads == {(report["pid"], report["comm"], "198.18.31.2")}
     assert all(0 < d < 1.0 for d in durations)  # a veth round trip: well under a second
     assert snapshot.losses["dns.ring_buffer_full"] == 0
     assert collector.names.name_for(cgroup_id, "198.18.31.51") == "www.known.test"
@@ -99,3 +99,30 @@ def test_name_guard_caps_distinct_names_per_interval():
                 answered, *_ = lookups(collector, cgroup_id, wait=0.5)
     assert answered == {("known.test", "noerror"): 1, ("www.known.test", "noerror"): 1,
                         ("_OTHER", "nxdomain"): 2}
+
+
+def test_lookup_of_a_host_process_is_attributed_to_its_cgroup_and_process(collector):
+    """Outside any container: the process's own cgroup (a slice, or the root) and pid."""
+    with host_pair("nrc", "198.18.30") as hosts:
+        with dnsmasq(hosts.server, RECORDS) as server:
+            report = run_client(hosts.client.argv(*client_argv(server.address, ["known.test"], 3)))
+        snapshot = Snapshot(time.time_ns())
+        collector.collect(snapshot)
+    mine = {key: series for key, series in snapshot.dns.items()
+            if key.workload.pid == report["pid"]}
+    assert [(k.workload.comm, k.question_name, s.stats.duration.count) for k, s in mine.items()] \
+        == [(report["comm"], "known.test", 3)]
+    (key,) = mine
+    assert key.workload.cgroup_id == own_cgroup_id()
+
+
+def own_cgroup_id() -> int:
+    """The cgroup v2 id of this test process (its children inherit the cgroup)."""
+    import os
+    from pathlib import Path
+
+    from tests.support.hosts import cgroup2_root
+
+    relative = next(line.split(":", 2)[2] for line in
+                    Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+    return os.stat(str(cgroup2_root()) + relative).st_ino

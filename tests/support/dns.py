@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -112,6 +113,11 @@ def _connect(address: str, port: int) -> bool:
         return False
 
 
+def _comm() -> str:
+    with open("/proc/self/comm") as handle:
+        return handle.read().strip()
+
+
 def _send_datagram(address: str, port: int) -> bool:
     """One 100-byte datagram to a resolved address: the UDP flow to be named."""
     try:
@@ -151,7 +157,7 @@ def client_main(argv: list[str]) -> int:
             if args.udp_port and addresses and _send_datagram(addresses[0], args.udp_port):
                 sent[f"{name} {addresses[0]}"] += 1
     json.dump({"answered": answered, "timeouts": timeouts, "connected": connected,
-               "datagrams": sent}, sys.stdout)
+               "datagrams": sent, "pid": os.getpid(), "comm": _comm()}, sys.stdout)
     return 0
 
 
