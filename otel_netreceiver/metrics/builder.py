@@ -32,6 +32,7 @@ from otel_netreceiver.metrics import fields
 from otel_netreceiver.metrics.catalog import Catalog, MetricDef
 
 AttrKey = tuple[tuple[str, object], ...]
+DELTA_MEMORY_BUILDS = 30  # intervals a vanished series' last value is kept for delta
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +70,9 @@ class MetricsBuilder:
         self._start_ns = start_ns
         self._flow_metrics = [m for name, m in catalog.metrics.items()
                               if name in fields.FIELDS and name in settings.enabled_metrics]
-        self._previous: dict[tuple, tuple[int, int | float | Histogram]] = {}
-        self._current: dict[tuple, tuple[int, int | float | Histogram]] = {}
+        # delta state: point key -> (series start, time of last export, cumulative value, build)
+        self._previous: dict[tuple, tuple[int, int, int | float | Histogram, int]] = {}
+        self._builds = 0
 
     @property
     def temporality(self) -> AggregationTemporality:
@@ -79,7 +81,7 @@ class MetricsBuilder:
 
     def build(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> MetricsData:
         """One MetricsData: a ResourceMetrics per workload, then the agent's own."""
-        self._current = {}
+        self._builds += 1
         scopes: dict[AttrKey, list[ScopeMetrics]] = {}
         for resource, records in self._group(enriched.records).items():
             metrics = self._flow_metrics_for(resource, records, enriched.time_ns)
@@ -90,7 +92,7 @@ class MetricsBuilder:
             # The same Resource twice would be merged (and clobbered) by the encoder: share it.
             key = tuple(sorted(self._agent_resource.items()))
             scopes.setdefault(key, []).append(self._scope(self._catalog.agent_scope, agent))
-        self._previous = self._current
+        self._forget_old_series()
         return MetricsData([ResourceMetrics(Resource(dict(resource), ""), scope_metrics, "")
                             for resource, scope_metrics in scopes.items()])
 
@@ -176,12 +178,19 @@ class MetricsBuilder:
         return Metric(definition.name, definition.description, definition.unit, data)
 
     def _delta(self, state_key: tuple, point: _Point, time_ns: int):
-        """(start, value) of a delta point; a series that went backwards restarts."""
-        self._current[state_key] = (time_ns, point.value)
+        """(start, value) of a delta point. A series that restarted (new start, or went
+        backwards) starts over; one absent for some intervals continues where it was."""
         previous = self._previous.get(state_key)
-        if previous is None or _went_backwards(previous[1], point.value):
+        self._previous[state_key] = (point.start_ns, time_ns, point.value, self._builds)
+        if previous is None or previous[0] != point.start_ns or _went_backwards(previous[2], point.value):
             return point.start_ns, point.value
-        return previous[0], _subtract(point.value, previous[1])
+        return previous[1], _subtract(point.value, previous[2])
+
+    def _forget_old_series(self) -> None:
+        """Drop delta state of series not seen for DELTA_MEMORY_BUILDS intervals."""
+        oldest = self._builds - DELTA_MEMORY_BUILDS
+        if self._builds % DELTA_MEMORY_BUILDS == 0:
+            self._previous = {k: v for k, v in self._previous.items() if v[3] > oldest}
 
 
 def _map_fill(gauges: dict[str, float], time_ns: int) -> dict[AttrKey, _Point]:

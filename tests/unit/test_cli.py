@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -66,15 +65,17 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, monkeypatch, capsys, ar
     assert len(lines) == 1 and lines[0].startswith("otel-netreceiver: error: ") and message in lines[0]
 
 
-@pytest.mark.parametrize("argv, environ", [
-    (["run", "--colour"], {}),
-    (["run"], {"OTEL_EXPORTER_OTLP_PROTOCOL": "foo"}),
-])
-def test_real_process_exit_code_and_no_traceback(argv, environ):
-    result = subprocess.run([sys.executable, "-m", "otel_netreceiver.cli", *argv], cwd=ROOT,
-                            env={**CLEAN_ENV, **environ}, capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("argv, text, environ, message", CASES)
+def test_real_process_exit_2_one_line_no_traceback(tmp_path, argv, text, environ, message):
+    """The same cases through the installed console script, as a user runs it."""
+    cfg = write(tmp_path, text) if text is not None else ""
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "otel-netreceiver"),
+                             *[a.replace("{cfg}", cfg) for a in argv]],
+                            cwd=ROOT, env={**CLEAN_ENV, **environ}, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 2
-    assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_version(capsys):

@@ -169,3 +169,42 @@ def test_agent_metrics_under_agent_scope_and_resource():
         "tcp.sockets.tracked": 16.0, "tcp.sockets.capacity": 64.0}
     [(_, _, tracked)] = metrics["otel_netreceiver.flows.tracked"]
     assert {p.attributes["kind"]: p.value for p in tracked.data.data_points} == {"tcp": 2, "udp": 1, "dns": 1}
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.booleans()), min_size=1, max_size=12))
+def test_delta_points_add_up_to_the_cumulative_total(steps):
+    """Whatever the increments and which intervals the series is absent in, the deltas
+    exported add up to the last cumulative value, and each starts where the last ended."""
+    b = builder(delta=True, enabled={"tcp.connection.opened"})
+    total, exported, points = 0, 0, []
+    for i, (increment, present) in enumerate(steps, start=2):
+        total += increment
+        records = [tcp_record("a", "p", total)] if present else []
+        data = b.build(EnrichedSnapshot(i * SECOND, records), AgentTelemetry())
+        found = metrics_by_name(data).get("tcp.connection.opened", [])
+        points += [p for _, _, m in found for p in m.data.data_points]
+    if points:
+        last_present = max(i for i, (_, present) in enumerate(steps, start=2) if present)
+        expected = sum(inc for i, (inc, _) in enumerate(steps, start=2) if i <= last_present)
+        assert sum(p.value for p in points) == expected
+        assert points[0].start_time_unix_nano == SECOND
+        for previous, point in zip(points, points[1:]):
+            assert point.start_time_unix_nano == previous.time_unix_nano
+
+
+def test_delta_state_of_long_gone_series_is_forgotten(monkeypatch):
+    from otel_netreceiver.metrics import builder as module
+    monkeypatch.setattr(module, "DELTA_MEMORY_BUILDS", 3)
+    b = builder(delta=True, enabled={"tcp.connection.opened"})
+    b.build(EnrichedSnapshot(2 * SECOND, [tcp_record("a", "p", 5)]), AgentTelemetry())
+    for t in range(3, 9):
+        b.build(EnrichedSnapshot(t * SECOND, []), AgentTelemetry())
+    assert b._previous == {}
+    data = b.build(EnrichedSnapshot(9 * SECOND, [tcp_record("a", "p", 7)]), AgentTelemetry())
+    [(_, _, opened)] = metrics_by_name(data)["tcp.connection.opened"]
+    [p] = opened.data.data_points
+    assert (p.value, p.start_time_unix_nano) == (7, SECOND)
