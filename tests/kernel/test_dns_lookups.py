@@ -12,7 +12,7 @@ import pytest
 from otel_netreceiver.enrich.dns_names import DnsNames
 from otel_netreceiver.flows.model import Snapshot
 from otel_netreceiver.probes.dns import DnsCollector, DnsSettings
-from tests.support.dns import client_argv, dnsmasq, run_client
+from tests.support.dns import add_ipv6, client_argv, dnsmasq, run_client
 from tests.support.hosts import emulated_container, host_pair
 
 pytestmark = pytest.mark.kernel
@@ -126,3 +126,22 @@ def own_cgroup_id() -> int:
     relative = next(line.split(":", 2)[2] for line in
                     Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
     return os.stat(str(cgroup2_root()) + relative).st_ino
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_ipv6_lookups_are_counted_and_feed_the_name_cache(collector, tcp):
+    with host_pair("nrc", "198.18.30") as hosts, emulated_container() as box:
+        cgroup_id = box.cgroup_id
+        _, server_address = add_ipv6(hosts, "2001:db8:30")
+        records = {"v6.test": "2001:db8:30::2"}
+        with dnsmasq(hosts.server, records, address=server_address) as server:
+            report = run_client(box.argv(*hosts.client.argv(*client_argv(
+                server.address, ["v6.test", "gone.test"], 3, tcp=tcp, rdtype="AAAA"))))
+        snapshot = Snapshot(time.time_ns())
+        collector.collect(snapshot)
+    counts = {(k.question_name, k.error_type, k.server_address): s.stats.duration.count
+              for k, s in snapshot.dns.items() if k.workload.cgroup_id == cgroup_id}
+    assert report["answered"] == {"v6.test noerror": 3, "gone.test nxdomain": 3}
+    assert counts == {("v6.test", "", server_address): 3,
+                      ("gone.test", "nxdomain", server_address): 3}
+    assert collector.names.name_for(cgroup_id, "2001:db8:30::2") == "v6.test"

@@ -17,6 +17,7 @@ import pytest
 
 from otel_netreceiver.flows.model import Direction, Family, Snapshot
 from otel_netreceiver.probes.udp import UdpCollector
+from tests.support.dns import add_ipv6
 from tests.support.hosts import emulated_container, host_pair
 
 pytestmark = pytest.mark.kernel
@@ -68,13 +69,6 @@ def exchange(hosts, box, server_address):
     return json.loads(client.stdout), server_report
 
 
-def add_ipv6(hosts):
-    for host, address in ((hosts.client, "2001:db8:34::1"), (hosts.server, "2001:db8:34::2")):
-        link = host.run("ip", "-o", "link", "show", "type", "veth").stdout.split(":")[1].strip()
-        host.run("ip", "-6", "addr", "add", f"{address}/64", "dev", link.split("@")[0], "nodad")
-    return "2001:db8:34::1", "2001:db8:34::2"
-
-
 @pytest.mark.parametrize("family", [Family.IPV4, Family.IPV6])
 def test_bytes_and_datagrams_are_exact_on_both_sides(family):
     subnet = "198.18.34" if family == Family.IPV4 else "198.18.35"
@@ -83,7 +77,7 @@ def test_bytes_and_datagrams_are_exact_on_both_sides(family):
         cgroup_id = box.cgroup_id
         client_address, server_address = hosts.client.address, hosts.server.address
         if family == Family.IPV6:
-            client_address, server_address = add_ipv6(hosts)
+            client_address, server_address = add_ipv6(hosts, "2001:db8:34")
         client, server = exchange(hosts, box, server_address)
         time.sleep(0.2)
         snapshot = Snapshot(time.time_ns())

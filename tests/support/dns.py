@@ -33,18 +33,20 @@ class DnsServer:
 
 
 @contextmanager
-def dnsmasq(host, records: dict[str, str], port: int = 53, ttl: int = 300):
-    """dnsmasq on `host.address:port` answering `records` (name -> IPv4) for `.test`."""
+def dnsmasq(host, records: dict[str, str], port: int = 53, ttl: int = 300,
+            address: str | None = None):
+    """dnsmasq on `address` (default host.address) answering `records` (name -> IP) in `.test`."""
+    address = address or host.address
     argv = ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
             "--pid-file=", "--user=root", "--group=root", "--bind-interfaces",
-            f"--listen-address={host.address}", f"--port={port}", "--local=/test/",
+            f"--listen-address={address}", f"--port={port}", "--local=/test/",
             f"--local-ttl={ttl}", "--cache-size=0", "--log-facility=/dev/null"]
     argv += [f"--host-record={name},{address}" for name, address in records.items()]
     process = subprocess.Popen(host.argv(*argv), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     try:
         _wait_until_answering(host, port, process)
-        yield DnsServer(host.address, port, process)
+        yield DnsServer(address, port, process)
     finally:
         process.terminate()
         try:
@@ -66,12 +68,22 @@ def _wait_until_answering(host, port: int, process: subprocess.Popen) -> None:
     raise RuntimeError("dnsmasq did not start listening within 10 s")
 
 
+def add_ipv6(hosts, prefix: str) -> tuple[str, str]:
+    """Give both hosts of a HostPair an IPv6 address `<prefix>::1` / `<prefix>::2` (no DAD)."""
+    addresses = f"{prefix}::1", f"{prefix}::2"
+    for host, address in zip((hosts.client, hosts.server), addresses):
+        link = host.run("ip", "-o", "link", "show", "type", "veth").stdout.split(":")[1]
+        host.run("ip", "-6", "addr", "add", f"{address}/64", "dev", link.strip().split("@")[0],
+                 "nodad")
+    return addresses
+
+
 def client_argv(server: str, names: list[str], count: int, *, port: int = 53,
                 timeout: float = 2.0, tcp: bool = False, connect_port: int = 0,
-                udp_port: int = 0) -> list[str]:
+                udp_port: int = 0, rdtype: str = "A") -> list[str]:
     """The argv of the query client (to wrap in Host.argv / EmulatedContainer.argv)."""
     argv = [PYTHON, "-m", "tests.support.dns", "--server", server, "--port", str(port),
-            "--count", str(count), "--timeout", str(timeout), *names]
+            "--count", str(count), "--timeout", str(timeout), "--rdtype", rdtype, *names]
     if tcp:
         argv.append("--tcp")
     if connect_port:
@@ -121,7 +133,8 @@ def _comm() -> str:
 def _send_datagram(address: str, port: int) -> bool:
     """One 100-byte datagram to a resolved address: the UDP flow to be named."""
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
             sock.sendto(b"u" * 100, (address, port))
         return True
     except OSError:
@@ -140,18 +153,20 @@ def client_main(argv: list[str]) -> int:
     parser.add_argument("--tcp", action="store_true")
     parser.add_argument("--connect-port", type=int, default=0)
     parser.add_argument("--udp-port", type=int, default=0)
+    parser.add_argument("--rdtype", default="A")
     parser.add_argument("names", nargs="+")
     args = parser.parse_args(argv)
     answered, timeouts, connected, sent = Counter(), Counter(), Counter(), Counter()
     for _ in range(args.count):
         for name in args.names:
-            reply = _query_once(dns.message.make_query(name, "A"), args.server, args.port,
+            reply = _query_once(dns.message.make_query(name, args.rdtype), args.server, args.port,
                                 args.timeout, args.tcp)
             if reply is None:
                 timeouts[name] += 1
                 continue
             answered[f"{name} {dns.rcode.to_text(reply.rcode()).lower()}"] += 1
-            addresses = [r.address for rrset in reply.answer for r in rrset if rrset.rdtype == 1]
+            addresses = [r.address for rrset in reply.answer for r in rrset
+                         if rrset.rdtype in (1, 28)]  # A, AAAA
             if args.connect_port and addresses and _connect(addresses[0], args.connect_port):
                 connected[f"{name} {addresses[0]}"] += 1
             if args.udp_port and addresses and _send_datagram(addresses[0], args.udp_port):
