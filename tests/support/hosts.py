@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -137,4 +136,6 @@ def _remove_cgroup(directory: Path) -> None:
     try:
         directory.rmdir()
     except OSError:
-        shutil.rmtree(directory, ignore_errors=True)
+        # Still holds another test's cgroup (parallel runs share system.slice ...): leave
+        # it. rmtree here would remove that test's still-empty container directory.
+        pass
