@@ -54,18 +54,23 @@ class Agent:
         self._clock = clock
         self._telemetry = AgentTelemetry()
         self._errors = RateLimited()
+        self._stop = threading.Event()
 
     def run(self, stop: threading.Event, ready: Callable[[], None] = lambda: None) -> None:
-        """Attach, export every interval, then a final export and a clean detach."""
+        """Attach, export every interval, then a final export and a clean detach.
+
+        Intervals are kept on a fixed schedule (a slow tick does not shift the next one).
+        """
+        self._stop = stop
         try:
             with ExitStack() as attached:
                 for collector in self._collectors:
                     attached.enter_context(collector)
                 ready()
-                stopped = stop.wait(self._initial_delay_s)
-                while not stopped:
+                due = time.monotonic() + self._initial_delay_s
+                while not stop.wait(max(0.0, due - time.monotonic())):
                     self.tick()
-                    stopped = stop.wait(self._interval_s)
+                    due = max(due + self._interval_s, time.monotonic())
                 self.tick(final=True)
         finally:
             self.shutdown()
@@ -106,7 +111,10 @@ class Agent:
                 log.warning("%s: collect failed: %s", type(collector).__name__, err)
 
     def _export(self, exporter: Exporter, data, final: bool) -> None:
-        ok = _export_within(exporter, data, FINAL_EXPORT_TIMEOUT_S) if final else exporter.export(data)
+        # A stop must not wait for a slow backend: a periodic export is abandoned when stop
+        # is set, the final one after FINAL_EXPORT_TIMEOUT_S.
+        limit, stop = (FINAL_EXPORT_TIMEOUT_S, None) if final else (None, self._stop)
+        ok = _export_within(exporter, data, limit, stop)
         if not ok:
             failures = self._telemetry.export_failures
             failures[exporter.name] = failures.get(exporter.name, 0) + 1
@@ -115,12 +123,19 @@ class Agent:
                             exporter.name, failures[exporter.name])
 
 
-def _export_within(exporter: Exporter, data, timeout_s: float) -> bool:
-    """Export in a helper thread; give up after `timeout_s` so a stop stays quick."""
+def _export_within(exporter: Exporter, data, timeout_s: float | None,
+                   stop: threading.Event | None) -> bool:
+    """Export in a helper thread; give up after `timeout_s` or once `stop` is set."""
     result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(exporter.export(data)), daemon=True)
+    thread = threading.Thread(target=lambda: result.append(exporter.export(data)), daemon=True,
+                              name=f"export {exporter.name}")
     thread.start()
-    thread.join(timeout_s)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while thread.is_alive() and not (stop is not None and stop.is_set()):
+        left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+        if left <= 0:
+            break
+        thread.join(left)
     return bool(result and result[0])
 
 

@@ -125,3 +125,21 @@ def test_default_loaders_pass_catalog_bounds():
     assert tcp.settings.rtt_bounds == CATALOG.metrics["tcp.rtt"].bounds
     dns = agent.default_loaders(CATALOG)[RecordKind.DNS]()
     assert dns.settings.bounds == CATALOG.metrics["dns.lookup.duration"].bounds
+
+
+def test_stop_during_a_stuck_periodic_export_still_ends_with_the_final_one(monkeypatch):
+    monkeypatch.setattr(agent, "FINAL_EXPORT_TIMEOUT_S", 0.2)
+    release, stop = threading.Event(), threading.Event()
+
+    class Hanging(Recorder):
+        def export(self, data):
+            self.exports.append(data)
+            threading.Timer(0.1, stop.set).start()  # SIGTERM arrives during the export
+            release.wait(30)
+            return True
+    hanging = Hanging()
+    instance = make_agent(FakeCollector(), hanging, interval_s=0.01)
+    instance.run(stop)
+    release.set()
+    assert len(hanging.exports) == 2 and hanging.shut  # the stuck one, then the final one
+    assert instance._telemetry.export_failures == {"rec": 2}
