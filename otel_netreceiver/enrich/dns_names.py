@@ -28,6 +28,8 @@ HOST_WIDE = -1  # the cache key of the host-wide entry of an address
 
 def canonical_address(text: str) -> str:
     """One spelling per address; v4-mapped IPv6 becomes IPv4, as flow keys report it."""
+    if ":" not in text:
+        return text  # dotted IPv4 from inet_ntop or a flow key: already canonical
     address = ipaddress.ip_address(text)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped

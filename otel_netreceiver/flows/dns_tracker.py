@@ -34,7 +34,7 @@ LOSS_REASONS = ("dns.malformed_packet", "dns.unmatched_response", "dns.pending_f
 MAX_LOSSY_WINDOWS = 16
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per packet, and frozen init costs ~2 µs
 class DnsPacket:
     """One DNS message seen on a local socket, as the collector decoded it."""
 

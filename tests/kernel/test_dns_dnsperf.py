@@ -23,7 +23,7 @@ pytestmark = pytest.mark.kernel
 
 TIMEOUT = 2.0
 QUERIES = ["known.test A", "www.known.test A", "missing.test A"]
-LADDER = [1000, 2000, 5000, 10000, 15000, 20000, 30000]
+LADDER = [1000, 2000, 5000, 10000, 12500, 15000, 17500, 20000, 25000, 30000]
 
 
 def dnsperf(hosts, box, server: str, rate: int, seconds: int, tmp_path) -> dict:
