@@ -68,8 +68,10 @@ def run(args) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if not settings.exporters:
+        log.warning("no exporter configured (OTEL_METRICS_EXPORTER=none): collecting without exporting")
     instance = agent.build(settings)
-    names = ", ".join(e.name for e in settings.exporters)
+    names = ", ".join(e.name for e in settings.exporters) or "none"
     instance.run(stop, ready=lambda: log.info("%s %s running; exporters: %s; interval %gs",
                                               PROG, __version__, names, settings.collection_interval_s))
     log.info("stopped after a final export")

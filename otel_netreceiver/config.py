@@ -154,6 +154,11 @@ class Env:
         self.interval_s = self._parse("OTEL_METRIC_EXPORT_INTERVAL", _milliseconds)
         self.resource = self._parse("OTEL_RESOURCE_ATTRIBUTES", _key_values) or {}
         self.service_name = self._environ.get("OTEL_SERVICE_NAME") or None
+        self.export_timeout_s = self._parse("OTEL_METRIC_EXPORT_TIMEOUT", _milliseconds)
+        self.metrics_exporter = self._parse("OTEL_METRICS_EXPORTER", _exporter_names)
+        self.prometheus_host = self._parse("OTEL_EXPORTER_PROMETHEUS_HOST", _hostname)
+        self.prometheus_port = self._parse("OTEL_EXPORTER_PROMETHEUS_PORT", _port)
+        self.log_level = self._parse("OTEL_LOG_LEVEL", _choice(LOG_LEVELS))
         self.metrics_endpoint = self._parse("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", _url)
         self.base_endpoint = self._parse("OTEL_EXPORTER_OTLP_ENDPOINT", _url)
 
@@ -180,6 +185,30 @@ class Env:
             return parser(raw)
         except ValueError as err:
             raise ConfigError(f"environment variable {name}={raw!r}: {err}") from None
+
+
+ENV_EXPORTERS = ("otlp", "prometheus", "console", "none")
+
+
+def _exporter_names(raw: str) -> tuple[str, ...]:
+    """OTEL_METRICS_EXPORTER: a comma-separated list of otlp, prometheus, console, none."""
+    names = tuple(n.strip().lower() for n in raw.split(",") if n.strip())
+    for name in names:
+        if name not in ENV_EXPORTERS:
+            raise ValueError(f"unknown exporter {name!r} (known: {', '.join(ENV_EXPORTERS)})")
+    return names
+
+
+def _hostname(raw: str) -> str:
+    if not urlparse(f"//{raw}").hostname:
+        raise ValueError("expected a host name or address")
+    return raw
+
+
+def _port(raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError("expected a port number between 1 and 65535")
+    return int(raw)
 
 
 def _boolean(raw: str) -> bool:
@@ -339,7 +368,7 @@ def resolve(document: dict[str, Any], env: Env, catalog: Catalog) -> Config:
     dropped = top.get("attributes", _toggles(catalog.attribute_names(), "attribute"), {})
     dropped_resource = top.get("resource_attributes", _toggles(None, "resource attribute"), {})
     exporters = top.get("exporters", lambda v, w: _exporters(v, w, env), None)
-    level, encoding = top.get("service", _service, ("info", "console"))
+    level, encoding = top.get("service", lambda v, w: _service(v, w, env), (env.log_level or "info", "console"))
     enrich = top.get("enrich", _enrich, EnrichConfig())
     top.done()
     return Config(
@@ -382,11 +411,11 @@ def _dropped_resource(toggles: dict[str, bool], catalog: Catalog) -> frozenset[s
     return frozenset((defaults | {n for n, on in toggles.items() if not on}) - enabled)
 
 
-def _service(value: Any, where: str) -> tuple[str, str]:
+def _service(value: Any, where: str, env: Env) -> tuple[str, str]:
     service = _Section(value, where)
     telemetry = _Section(service.get("telemetry", lambda v, w: v, {}), service.path("telemetry"))
     logs = _Section(telemetry.get("logs", lambda v, w: v, {}), telemetry.path("logs"))
-    level = logs.get("level", one_of(LOG_LEVELS), "info")
+    level = logs.get("level", one_of(LOG_LEVELS), env.log_level or "info")
     encoding = logs.get("encoding", one_of(LOG_ENCODINGS), "console")
     for section in (logs, telemetry, service):
         section.done()
@@ -433,7 +462,7 @@ def _otlp(name: str, section: _Section, env: Env, kind: str = "otlp") -> Exporte
         headers={**(env.headers or {}), **section.get("headers", string_map, {})},
         tls=tls,
         compression=section.get("compression", one_of(COMPRESSIONS), env.compression or "none"),
-        timeout_s=section.get("timeout", duration, env.timeout_s or 10.0),
+        timeout_s=section.get("timeout", duration, env.timeout_s or env.export_timeout_s or 10.0),
         delta=section.get("temporality", _temporality, TEMPORALITIES[env.temporality or "cumulative"]),
     )
 
@@ -452,7 +481,9 @@ def _debug(name: str, section: _Section, env: Env) -> ExporterConfig:
 
 
 def _prometheus(name: str, section: _Section, env: Env) -> ExporterConfig:
-    endpoint = section.get("endpoint", _host_port, DEFAULT_PROMETHEUS)
+    host, _, port = DEFAULT_PROMETHEUS.rpartition(":")
+    default = f"{env.prometheus_host or host}:{env.prometheus_port or port}"
+    endpoint = section.get("endpoint", _host_port, default)
     return ExporterConfig(name=name, type="prometheus", endpoint=endpoint)
 
 
@@ -504,8 +535,18 @@ def _host_port(value: Any, where: str) -> str:
 
 
 def _exporters_from_env(env: Env) -> tuple[ExporterConfig, ...]:
-    """No exporters in the file: OTLP when the environment names an endpoint, else debug."""
-    if not (env.metrics_endpoint or env.base_endpoint):
-        return (_debug("debug", _Section({}, "exporters.debug"), env),)
+    """No exporters in the file: OTEL_METRICS_EXPORTER if set; else OTLP when the
+    environment names an endpoint; else debug."""
+    names = env.metrics_exporter
+    if names is None:
+        names = ("otlp",) if env.metrics_endpoint or env.base_endpoint else ("console",)
+    return tuple(_env_exporter(name, env) for name in names if name != "none")
+
+
+def _env_exporter(name: str, env: Env) -> ExporterConfig:
+    if name == "console":
+        return _debug("debug", _Section({}, "exporters.debug"), env)
+    if name == "prometheus":
+        return _prometheus("prometheus", _Section({}, "exporters.prometheus"), env)
     kind = PROTOCOLS[env.protocol or "grpc"]
-    return (_otlp(kind, _Section({}, f"exporters.{kind}"), env, kind),)
+    return _otlp(kind, _Section({}, f"exporters.{kind}"), env, kind)

@@ -205,7 +205,33 @@ def test_bad_files(tmp_path, text, message):
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize("environ, expected", [
+    ({"OTEL_METRICS_EXPORTER": "console"}, [("debug", "")]),
+    ({"OTEL_METRICS_EXPORTER": "prometheus"}, [("prometheus", "127.0.0.1:9464")]),
+    ({"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_HOST": "0.0.0.0",
+      "OTEL_EXPORTER_PROMETHEUS_PORT": "9000"}, [("prometheus", "0.0.0.0:9000")]),
+    ({"OTEL_METRICS_EXPORTER": "otlp,prometheus", **ENV_ENDPOINT},
+     [("otlp", "http://env:4317"), ("prometheus", "127.0.0.1:9464")]),
+    ({"OTEL_METRICS_EXPORTER": "otlp"}, [("otlp", "http://localhost:4317")]),
+    ({"OTEL_METRICS_EXPORTER": "none", **ENV_ENDPOINT}, []),
+])
+def test_otel_metrics_exporter(environ, expected):
+    assert [(e.type, e.endpoint) for e in load(None, environ).exporters] == expected
+
+
+def test_other_sdk_variables(tmp_path):
+    settings = load(None, {**ENV_ENDPOINT, "OTEL_METRIC_EXPORT_TIMEOUT": "4000", "OTEL_LOG_LEVEL": "debug"})
+    assert settings.exporters[0].timeout_s == 4.0 and settings.log_level == "debug"
+    settings = load(write(tmp_path, "service: {telemetry: {logs: {level: error}}}\n"), {"OTEL_LOG_LEVEL": "debug"})
+    assert settings.log_level == "error"
+
+
 BAD_ENVIRONMENT = [
+    ("OTEL_METRICS_EXPORTER", "otlp,zipkin"),
+    ("OTEL_EXPORTER_PROMETHEUS_PORT", "http"),
+    ("OTEL_EXPORTER_PROMETHEUS_PORT", "70000"),
+    ("OTEL_METRIC_EXPORT_TIMEOUT", "soon"),
+    ("OTEL_LOG_LEVEL", "verbose"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "abc"),
     ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-5"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "foo"),
