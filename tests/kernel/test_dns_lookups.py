@@ -145,3 +145,19 @@ def test_ipv6_lookups_are_counted_and_feed_the_name_cache(collector, tcp):
     assert counts == {("v6.test", "", server_address): 3,
                       ("gone.test", "nxdomain", server_address): 3}
     assert collector.names.name_for(cgroup_id, "2001:db8:30::2") == "v6.test"
+
+
+def test_dns_ports_are_configurable():
+    """A server on port 5353 is seen only by a collector configured for that port."""
+    from otel_netreceiver.probes.cgroup_skb import SkbSettings
+
+    custom = DnsSettings(timeout=TIMEOUT, skb=SkbSettings(dns_ports=(53, 5353)))
+    with DnsCollector(custom) as both, DnsCollector(DnsSettings(timeout=TIMEOUT)) as default, \
+            host_pair("nrc", "198.18.30") as hosts, emulated_container() as box:
+        cgroup_id = box.cgroup_id
+        with dnsmasq(hosts.server, RECORDS, port=5353) as server:
+            report = run_client(box.argv(*hosts.client.argv(*client_argv(
+                server.address, ["known.test", "nx.test"], 2, port=5353))))
+        counted = [lookups(collector, cgroup_id)[0] for collector in (both, default)]
+    assert report["answered"] == {"known.test noerror": 2, "nx.test nxdomain": 2}
+    assert counted == [{("known.test", "noerror"): 2, ("nx.test", "nxdomain"): 2}, {}]
