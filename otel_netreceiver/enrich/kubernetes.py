@@ -206,7 +206,10 @@ class PodWatcher:
             for event in self._watch.stream(
                     self._api.list_pod_for_all_namespaces, field_selector=self._selector,
                     resource_version=resource_version, timeout_seconds=self._watch_timeout_s,
-                    allow_watch_bookmarks=True):
+                    allow_watch_bookmarks=True,
+                    # a dead connection (no FIN, no RST) must not hang the watch forever:
+                    # the server ends a healthy one after timeout_seconds anyway
+                    _request_timeout=self._watch_timeout_s + 30):
                 # raw_object is the JSON dict; with timeout_seconds set the client does not
                 # retry a 410 itself but raises it, and _run relists
                 if event["type"] in ("ADDED", "MODIFIED", "DELETED"):

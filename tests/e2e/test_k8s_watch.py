@@ -31,10 +31,12 @@ WEB = ContainerInfo("a5" * 32, "containerd", "9f402102-5d6e-4f70-8123-4e5f607182
 class FakeApiServer:
     """Serves /api/v1/pods: recorded lists, and watch events released one by one."""
 
-    def __init__(self) -> None:
+    def __init__(self, failed_lists: int = 0, events: list[bytes] | None = None) -> None:
         self.lists = [json.loads((FIXTURES / name).read_bytes())
                       for name in ("pods_list.json", "pods_relist.json")]
-        self.events = (FIXTURES / "watch_events.jsonl").read_bytes().splitlines()
+        self.events = events if events is not None else \
+            (FIXTURES / "watch_events.jsonl").read_bytes().splitlines()
+        self.failed_lists = failed_lists  # answer the first lists with 500
         self.gate = threading.Semaphore(0)
         self.closing = threading.Event()
         self.requests: list[dict] = []
@@ -63,8 +65,10 @@ class FakeApiServer:
                     self.send_error(404)
                 elif query.get("watch") == "true":
                     fake.stream_watch(self, sum(1 for r in fake.requests if r.get("watch")))
+                elif sum(1 for r in fake.requests if not r.get("watch")) <= fake.failed_lists:
+                    self.send_error(500, "etcdserver: request timed out")
                 else:
-                    lists = sum(1 for r in fake.requests if not r.get("watch"))
+                    lists = sum(1 for r in fake.requests if not r.get("watch")) - fake.failed_lists
                     body = json.dumps(fake.lists[min(lists, 2) - 1]).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -177,3 +181,23 @@ def test_pod_attributes_follow_list_watch_and_relist(watched):
     assert all(r["fieldSelector"] == f"spec.nodeName={NODE}" for r in server.requests)
     assert [r["resourceVersion"] for r in watches] == ["48250", "48320"]
     assert len(lists) == 2
+
+
+def test_reconnects_after_errors_and_resumes_a_closed_watch(tmp_path):
+    """A failing list is retried; a watch the server closes resumes where it was, no relist."""
+    web = json.loads((FIXTURES / "pods_relist.json").read_bytes())["items"][3]
+    with FakeApiServer(failed_lists=2, events=[json.dumps({"type": "ADDED", "object": web}).encode()]) \
+            as server:
+        api = core_api(_kubeconfig(tmp_path / "kubeconfig", server.url))
+        store, watcher = start_pod_metadata(api, NODE, sync_timeout_s=10)
+        try:
+            assert store.synced.is_set() and watcher.lists == 1
+            server.gate.release()  # one event, then the server ends the stream normally
+            _wait_for(lambda: sum(1 for r in server.requests if r.get("watch")) == 2, "rewatch")
+            assert store.pod_attributes(WEB)["k8s.pod.name"] == "web-5f6d7c8b9-abcde"
+        finally:
+            server.closing.set()
+            watcher.shutdown(timeout=5)
+    watches = [r["resourceVersion"] for r in server.requests if r.get("watch")]
+    assert watches == ["48250", "48310"]  # resumed from the ADDED object's version
+    assert sum(1 for r in server.requests if not r.get("watch")) == 3  # 2 failed + 1
