@@ -94,11 +94,16 @@ def render_programs(monitors: list, connections: float | None = None) -> str:
 
 
 def _metric_names(table: Table) -> list[str]:
+    """Metrics in first-seen order; BPF columns are left out when no BPF time was measured."""
     names: list[str] = []
     for rounds in table.cases.values():
         for values in rounds:
             names += [k for k in values if k not in names]
-    return names
+    return [n for n in names if not n.startswith("bpf") or _any_nonzero(table, n)]
+
+
+def _any_nonzero(table: Table, metric: str) -> bool:
+    return any(values.get(metric) for rounds in table.cases.values() for values in rounds)
 
 
 def _median(rounds: list[dict[str, float]], metric: str) -> float:
