@@ -165,6 +165,10 @@ class CgroupPaths:
             found = self._paths.get(cgroup_id)
         return found
 
+    def __contains__(self, cgroup_id: int) -> bool:
+        """Whether the last walk saw this id (no new walk)."""
+        return cgroup_id in self._paths
+
     def _may_rewalk(self) -> bool:
         now = self._clock()
         return self._last_walk is None or now - self._last_walk >= self._min_rewalk_s
