@@ -11,6 +11,7 @@ from otel_netreceiver.enrich.cgroups import (
     cgroup2_mount,
     parse_cgroup_path,
     parse_proc_cgroup,
+    walk_cgroup2,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "cgroup"
@@ -124,3 +125,11 @@ def test_cgroup_paths_survives_walk_errors():
         raise PermissionError("denied")
 
     assert CgroupPaths(broken).path(1) is None
+
+
+def test_walk_cgroup2_yields_inodes_and_relative_paths(tmp_path):
+    (tmp_path / "system.slice" / "docker-x.scope").mkdir(parents=True)
+    (tmp_path / "system.slice" / "cgroup.procs").write_text("")  # files are not cgroups
+    walked = dict(walk_cgroup2(tmp_path))
+    assert sorted(walked.values()) == ["/", "/system.slice", "/system.slice/docker-x.scope"]
+    assert walked[(tmp_path / "system.slice").stat().st_ino] == "/system.slice"
