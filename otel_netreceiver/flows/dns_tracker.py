@@ -55,14 +55,19 @@ class _Pending:
 
 
 class NameGuard:
-    """At most `limit` distinct names per workload per interval; the rest are `_OTHER`."""
+    """At most `limit` distinct names per workload per interval; the rest are `_OTHER`.
+
+    A workload here is a cgroup and a process name, not a pid: a container (or a host
+    program) that runs many short processes still gets one budget, so the series it
+    exports stay bounded.
+    """
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._seen: dict[Workload, set[str]] = {}
+        self._seen: dict[tuple[int, str], set[str]] = {}
 
     def admit(self, workload: Workload, name: str) -> str:
-        names = self._seen.setdefault(workload, set())
+        names = self._seen.setdefault((workload.cgroup_id, workload.comm), set())
         if name in names or len(names) < self._limit:
             names.add(name)
             return name

@@ -186,3 +186,15 @@ def test_idle_series_are_dropped_after_reporting():
     assert stats(tracker) is not None  # quiet for one interval: still reported
     assert stats(tracker) is not None  # quiet for two: reported a last time, then dropped
     assert stats(tracker) is None
+
+
+def test_name_guard_budget_is_shared_by_processes_of_one_program_in_one_cgroup():
+    tracker = DnsTracker(max_names=1)
+    for ident, pid in enumerate((100, 101, 102)):  # e.g. three short-lived curl runs
+        workload = Workload(42, pid, "curl")
+        q = query(f"n{ident}.test.", ident)
+        tracker.observe(sent(q, 0, workload=workload))
+        tracker.observe(received(reply(q), 1, workload=workload))
+    snapshot = Snapshot(0)
+    tracker.collect(snapshot, 10)
+    assert sorted(k.question_name for k in snapshot.dns) == ["_OTHER", "_OTHER", "n0.test"]
