@@ -209,17 +209,23 @@ def _label_text(label: bytes) -> str:
 
 
 def tcp_messages(stream: bytes) -> tuple[list[bytes], bool]:
-    """Split DNS-over-TCP bytes (2-byte length prefixes) into whole messages.
+    """Split DNS-over-TCP bytes (2-byte length prefixes) into messages.
 
-    Returns the messages found and whether the bytes ended on a message boundary
-    (False when the last message is cut, e.g. by the capture length or a segment end).
+    Returns the messages and whether the bytes ended on a message boundary. A last
+    message cut short (by the capture length, or continued in the next segment) is
+    still returned when its header is there: its question and rcode are readable, and
+    the parser keeps the answers before the cut.
     """
     messages: list[bytes] = []
     offset = 0
     while offset + 2 <= len(stream):
         length = (stream[offset] << 8) | stream[offset + 1]
         end = offset + 2 + length
-        if length == 0 or end > len(stream):
+        if length == 0:
+            return messages, False
+        if end > len(stream):
+            if len(stream) - offset - 2 >= HEADER.size:
+                messages.append(stream[offset + 2:])
             return messages, False
         messages.append(stream[offset + 2:end])
         offset = end

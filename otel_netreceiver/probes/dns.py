@@ -93,6 +93,8 @@ class DnsCollector:
                                   on_answer=self._learn if names is not None else None)
         self.tracker.losses.update({"dns.tcp_message_cut": 0, "dns.bad_record": 0})
         self._lock = threading.Lock()
+        self._cycles = threading.Condition()  # notified after every poll of the ring
+        self._cycle = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stack = self._loaded = self._ring = None
@@ -135,6 +137,21 @@ class DnsCollector:
             except OSError as err:  # never kill the agent over one bad poll
                 log.warning("DNS ring buffer poll failed: %s", err)
                 time.sleep(self.settings.poll_ms / 1000)
+            with self._cycles:
+                self._cycle += 1
+                self._cycles.notify_all()
+
+    def flush(self, timeout: float = 1.0) -> bool:
+        """Wait until every record written before the call has been read (at most `timeout`).
+
+        A poll that starts after the call reads all the ring held then; the second
+        cycle from now is such a poll. False if the reader did not get there in time.
+        """
+        if self._thread is None:
+            return False
+        with self._cycles:
+            target = self._cycle + 2
+            return self._cycles.wait_for(lambda: self._cycle >= target, timeout)
 
     def _on_record(self, record: bytes) -> None:
         try:
@@ -157,6 +174,7 @@ class DnsCollector:
         """Count overdue queries as timeouts and add every cumulative series."""
         # grace: a response already in the ring buffer but not yet read is not a timeout
         grace = 2 * self.settings.poll_ms * 1_000_000 + 500_000_000
+        self.flush()  # what happened before now is read, so not mistaken for a timeout
         kernel_losses, now = read_losses(self._loaded, LOSS_NAMES), self._clock()
         with self._lock:
             if kernel_losses["dns.ring_buffer_full"] > self._ring_drops:

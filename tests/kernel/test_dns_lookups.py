@@ -161,3 +161,18 @@ def test_dns_ports_are_configurable():
         counted = [lookups(collector, cgroup_id)[0] for collector in (both, default)]
     assert report["answered"] == {"known.test noerror": 2, "nx.test nxdomain": 2}
     assert counted == [{("known.test", "noerror"): 2, ("nx.test", "nxdomain"): 2}, {}]
+
+
+def test_responses_larger_than_the_capture_are_still_matched(collector):
+    """60 A records: past 512 bytes. Over TCP the whole answer comes back (the capture keeps
+    its first 512 bytes); over UDP dnsmasq truncates it (TC bit). Both end their lookup."""
+    many = [f"198.18.30.{i}" for i in range(100, 160)]
+    with host_pair("nrc", "198.18.30") as hosts, emulated_container() as box:
+        cgroup_id = box.cgroup_id
+        with dnsmasq(hosts.server, {"big.test": many}) as server:
+            reports = [run_client(box.argv(*hosts.client.argv(*client_argv(
+                server.address, ["big.test"], 3, tcp=tcp)))) for tcp in (True, False)]
+        answered, timeouts, *_ = lookups(collector, cgroup_id, wait=0.5)
+    assert [r["answered"] for r in reports] == [{"big.test noerror": 3}] * 2
+    assert answered == {("big.test", "noerror"): 6} and timeouts == {}
+    assert collector.names.name_for(cgroup_id, many[0]) == "big.test"

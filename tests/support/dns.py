@@ -35,13 +35,17 @@ class DnsServer:
 @contextmanager
 def dnsmasq(host, records: dict[str, str], port: int = 53, ttl: int = 300,
             address: str | None = None):
-    """dnsmasq on `address` (default host.address) answering `records` (name -> IP) in `.test`."""
+    """dnsmasq on `address` (default host.address) answering `records` in `.test`.
+
+    `records` maps a name to an address or a list of addresses.
+    """
     address = address or host.address
     argv = ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
             "--pid-file=", "--user=root", "--group=root", "--bind-interfaces",
             f"--listen-address={address}", f"--port={port}", "--local=/test/",
             f"--local-ttl={ttl}", "--cache-size=0", "--log-facility=/dev/null"]
-    argv += [f"--host-record={name},{address}" for name, address in records.items()]
+    argv += [f"--host-record={name},{address}" for name, addresses in records.items()
+             for address in ([addresses] if isinstance(addresses, str) else addresses)]
     process = subprocess.Popen(host.argv(*argv), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     try:

@@ -150,6 +150,7 @@ def test_a_record_with_wrong_length_stops_the_answers():
     (b"\x00\x03abc", ([b"abc"], True)),
     (b"\x00\x03abc\x00\x01z", ([b"abc", b"z"], True)),
     (b"\x00\x05abc", ([], False)),
+    (b"\x00\x40" + bytes(12) + b"xy", ([bytes(12) + b"xy"], False)),  # cut after its header
     (b"\x00\x03abc\x00", ([b"abc"], False)),
     (b"\x00\x00", ([], False)),
 ])
