@@ -35,7 +35,10 @@ char LICENSE[] SEC("license") = "GPL";
 #define SOCK_ESTABLISHED (1U << 1)  /* reached ESTABLISHED (or was found established) */
 #define SOCK_ENDED (1U << 2)        /* closed or failed has been counted */
 #define SOCK_PREEXISTING (1U << 3)  /* found by the iterator: opened before we started */
-#define SOCK_SEEN (1U << 4)         /* visited by an iterator pass */
+
+/* A provisional identity waits this many iterator passes (at least one full interval)
+ * for its process to read or write, then keeps the listener's identity. */
+#define CLAIM_GRACE_PASSES 1
 
 /* Indexes of the counters kept per socket (current and last reported). */
 enum counter {
@@ -50,7 +53,7 @@ struct sock_state {
 	__s64 last[C_MAX];        /* values already added to the aggregates */
 	__s64 resets[2];          /* resets sent / received (no tcp_sock counter exists) */
 	__u32 flags;
-	__u32 _pad;
+	__u32 passes;             /* iterator passes seen while provisional */
 };
 
 struct listener_key {
@@ -551,7 +554,7 @@ static __always_inline void adopt(const struct sock *sk)
 	int i;
 
 	st = track_sock(sk, owner ? NR_DIR_INCOMING : NR_DIR_OUTGOING,
-			SOCK_PROVISIONAL | SOCK_ESTABLISHED | SOCK_PREEXISTING | SOCK_SEEN);
+			SOCK_PROVISIONAL | SOCK_ESTABLISHED | SOCK_PREEXISTING);
 	if (!st)
 		return;
 	if (owner)
@@ -563,14 +566,14 @@ static __always_inline void adopt(const struct sock *sk)
 		st->last[i] = now[i];
 }
 
-/* Flush a tracked socket; a provisional one gets a pass to be claimed by its process,
- * then keeps the listener's identity. */
+/* Flush a tracked socket; a provisional one gets CLAIM_GRACE_PASSES passes to be claimed
+ * by its process, then keeps the listener's identity. */
 static __always_inline void visit(const struct sock *sk, struct sock_state *st)
 {
 	struct nr_flow_stats *stats;
 
 	if (st->flags & SOCK_PROVISIONAL) {
-		if (!(__sync_fetch_and_or(&st->flags, SOCK_SEEN) & SOCK_SEEN))
+		if (__sync_fetch_and_add(&st->passes, 1) < CLAIM_GRACE_PASSES)
 			return;
 		finalize(sk, st, false);
 	}

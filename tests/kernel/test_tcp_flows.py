@@ -10,16 +10,19 @@ from __future__ import annotations
 import pytest
 
 from otel_netreceiver.flows.model import FailureReason
-from otel_netreceiver.probes.tcp import TcpCollector
+from otel_netreceiver.probes.tcp import TcpCollector, TcpSettings
 from tests.support import traffic
 from tests.support.hosts import host_pair
 
 pytestmark = pytest.mark.kernel
 
+# tests collect many times a second: never evict an idle key during a test
+KEEP_ALL = TcpSettings(idle_intervals=1_000_000)
+
 
 @pytest.fixture(scope="module")
 def collector():
-    with TcpCollector() as tcp:
+    with TcpCollector(KEEP_ALL) as tcp:
         yield tcp
 
 
