@@ -99,8 +99,10 @@ class DnsCollector:
         self._thread: threading.Thread | None = None
         self._stack = self._loaded = self._ring = None
         self.records = 0
+        self._warned = -60.0
 
     def __enter__(self) -> "DnsCollector":
+        self._stop.clear()
         stack = attached("dns", self._configure, self.settings.object_path)
         self._loaded = stack.__enter__()
         self._stack = stack
@@ -154,18 +156,26 @@ class DnsCollector:
             return self._cycles.wait_for(lambda: self._cycle >= target, timeout)
 
     def _on_record(self, record: bytes) -> None:
+        """Called by libbpf for each record; nothing may escape into the C callback."""
         try:
             packets, whole = decode(record)
-        except (struct.error, ValueError, OSError):  # a record we cannot read: count it
+            with self._lock:
+                self.records += 1
+                if not whole:
+                    self.tracker.losses["dns.tcp_message_cut"] += 1
+                for packet in packets:
+                    self.tracker.observe(packet)
+        except Exception as err:  # noqa: BLE001 - a bad record must not stop the reader
             with self._lock:
                 self.tracker.losses["dns.bad_record"] += 1
-            return
-        with self._lock:
-            self.records += 1
-            if not whole:
-                self.tracker.losses["dns.tcp_message_cut"] += 1
-            for packet in packets:
-                self.tracker.observe(packet)
+            self._warn(err)
+
+    def _warn(self, err: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned >= 60:  # at most once a minute: this is a hot path
+            self._warned = now
+            log.warning("DNS record skipped (%s: %s); counted in dns.bad_record",
+                        type(err).__name__, err)
 
     def _learn(self, workload: Workload, message: Message) -> None:
         self.names.learn(workload.cgroup_id, message.question.name, message.answers)
