@@ -1,0 +1,82 @@
+"""FlowTable: per-interval deltas become cumulative series; idle keys are evicted."""
+
+from __future__ import annotations
+
+import pytest
+
+from otel_netreceiver.flows.model import (Direction, FailureReason, Family, FlowKey, Histogram,
+                                          Snapshot, TcpStats, Transport, Workload)
+from otel_netreceiver.flows.table import FlowTable, add_tcp, empty_tcp
+
+DURATION, RTT = (0.1, 1.0), (0.001,)
+
+
+def key(peer: str = "198.18.0.2", port: int = 80) -> FlowKey:
+    return FlowKey(Workload(1, 2, "curl"), Transport.TCP, Family.IPV4, Direction.OUTGOING,
+                   peer, port)
+
+
+def delta(**counts) -> TcpStats:
+    stats = TcpStats(**counts)
+    stats.duration, stats.rtt = Histogram.empty(DURATION), Histogram.empty(RTT)
+    return stats
+
+
+def test_deltas_accumulate_and_start_time_is_first_seen():
+    table = FlowTable(DURATION, RTT)
+    table.apply({key(): delta(opened=2, active=2, bytes_sent=10)}, now_ns=100)
+    table.apply({key(): delta(closed=2, active=-2, bytes_sent=5)}, now_ns=200)
+    snap = Snapshot(time_ns=200)
+    table.fill(snap)
+    series = snap.tcp[key()]
+    assert series.start_ns == 100
+    assert (series.stats.opened, series.stats.closed, series.stats.active) == (2, 2, 0)
+    assert series.stats.bytes_sent == 15
+
+
+def test_failures_and_histograms_merge():
+    total = empty_tcp(DURATION, RTT)
+    one = delta(failed={FailureReason.TIMEOUT: 2})
+    one.duration.counts, one.duration.sum, one.duration.count = [1, 0, 1], 2.05, 2
+    add_tcp(total, one)
+    add_tcp(total, one)
+    assert total.failed[FailureReason.TIMEOUT] == 4 and total.failed[FailureReason.REFUSED] == 0
+    assert total.duration.counts == [2, 0, 2] and total.duration.count == 4
+    assert total.duration.sum == pytest.approx(4.1)
+
+
+@pytest.mark.parametrize("active, idle_intervals, quiet, kept", [
+    (0, 3, 2, True),    # not idle long enough
+    (0, 3, 3, False),   # idle for 3 intervals, nothing active: evicted
+    (1, 3, 10, True),   # a live connection keeps its key
+])
+def test_idle_eviction(active, idle_intervals, quiet, kept):
+    table = FlowTable(DURATION, RTT, idle_intervals=idle_intervals)
+    table.apply({key(): delta(opened=1, active=active)}, now_ns=1)
+    for step in range(quiet):
+        table.apply({}, now_ns=2 + step)
+    assert (len(table) == 1) is kept
+
+
+def test_changed_key_is_not_evicted():
+    table = FlowTable(DURATION, RTT, idle_intervals=2)
+    for step in range(5):
+        table.apply({key(): delta(bytes_sent=1)}, now_ns=step)
+    assert len(table) == 1
+
+
+def test_snapshot_gets_copies():
+    table = FlowTable(DURATION, RTT)
+    table.apply({key(): delta(opened=1)}, now_ns=1)
+    first = Snapshot(time_ns=1)
+    table.fill(first)
+    table.apply({key(): delta(opened=1)}, now_ns=2)
+    assert first.tcp[key()].stats.opened == 1
+
+
+def test_keys_stay_apart():
+    table = FlowTable(DURATION, RTT)
+    table.apply({key(port=80): delta(opened=1), key(port=443): delta(opened=3)}, now_ns=1)
+    snap = Snapshot(time_ns=1)
+    table.fill(snap)
+    assert {k.server_port: s.stats.opened for k, s in snap.tcp.items()} == {80: 1, 443: 3}
