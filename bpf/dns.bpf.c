@@ -61,8 +61,8 @@ static __always_inline int dns_port(__u16 port)
 	return 0;
 }
 
-static __always_inline void fill(struct nrd_dns_event *event, struct __sk_buff *skb,
-				 struct bpf_sock *sk, struct nrd_packet *pkt, int sent)
+static __always_inline void fill(struct nrd_dns_event *event, struct bpf_sock *sk,
+				 struct nrd_packet *pkt, int sent)
 {
 	event->timestamp_ns = bpf_ktime_get_ns();  /* CLOCK_MONOTONIC */
 	event->id.cgroup_id = bpf_sk_cgroup_id(sk);
@@ -117,7 +117,7 @@ static __always_inline int capture(struct __sk_buff *skb, int sent)
 	if (!event)
 		return 1;
 	__builtin_memset(event, 0, offsetof(struct nrd_dns_event, payload));
-	fill(event, skb, sk, &pkt, sent);
+	fill(event, sk, &pkt, sent);
 	captured = copy_payload(event, skb, pkt.payload_off, pkt.payload_len);
 	event->captured = captured;
 	if (bpf_ringbuf_output(&dns_events, event,

@@ -67,9 +67,8 @@ static __always_inline void count_loss(__u32 reason)
 		*slot += 1;
 }
 
-/* The owner of the socket: remembered on its first egress (sender's context). */
-static __always_inline void owner(struct __sk_buff *skb, struct bpf_sock *sk, int sent,
-				  struct nrd_identity *id)
+/* The owner of the socket: from its creation (sock_create), else its first egress. */
+static __always_inline void owner(struct bpf_sock *sk, int sent, struct nrd_identity *id)
 {
 	struct nrd_identity *stored;
 
@@ -157,7 +156,7 @@ static __always_inline int count(struct __sk_buff *skb, int sent)
 	if (nrd_parse(skb, sent, settings.flags & NRD_SETTING_IPV6, &pkt) ||
 	    pkt.protocol != IPPROTO_UDP)
 		return 1;
-	owner(skb, sk, sent, &key.id);
+	owner(sk, sent, &key.id);
 	flow_key(&pkt, bound_to_port(sk), &key);
 	record(&key, pkt.payload_len, sent);
 	return 1;
