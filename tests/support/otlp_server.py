@@ -65,7 +65,7 @@ class Received:
             requests = list(self.requests)
         return [row for request in requests for row in _rows(request)]
 
-    def wait_for(self, predicate, timeout_s: float = 30.0) -> list[PointRow]:
+    def wait_for(self, predicate, timeout_s: float = 60.0) -> list[PointRow]:
         """Poll until predicate(points) is true; returns the points (asserts on timeout)."""
         deadline = time.monotonic() + timeout_s
         while True:
