@@ -70,6 +70,9 @@ class MetricsBuilder:
         self._start_ns = start_ns
         self._flow_metrics = [m for name, m in catalog.metrics.items()
                               if name in fields.FIELDS and name in settings.enabled_metrics]
+        self._allowed = {m.name: frozenset(a.name for a in m.attributes) - settings.dropped_attributes
+                         for m in catalog.metrics.values()}
+        self._keys: dict[tuple[int, frozenset[str]], AttrKey] = {}
         # delta state: point key -> (series start, time of last export, cumulative value, build)
         self._previous: dict[tuple, tuple[int, int, int | float | Histogram, int]] = {}
         self._builds = 0
@@ -82,6 +85,7 @@ class MetricsBuilder:
     def build(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> MetricsData:
         """One MetricsData: a ResourceMetrics per workload, then the agent's own."""
         self._builds += 1
+        self._keys = {}
         scopes: dict[AttrKey, list[ScopeMetrics]] = {}
         for resource, records in self._group(enriched.records).items():
             metrics = self._flow_metrics_for(resource, records, enriched.time_ns)
@@ -93,6 +97,7 @@ class MetricsBuilder:
             key = tuple(sorted(self._agent_resource.items()))
             scopes.setdefault(key, []).append(self._scope(self._catalog.agent_scope, agent))
         self._forget_old_series()
+        self._keys = {}
         return MetricsData([ResourceMetrics(Resource(dict(resource), ""), scope_metrics, "")
                             for resource, scope_metrics in scopes.items()])
 
@@ -117,16 +122,25 @@ class MetricsBuilder:
     def _aggregate(self, definition: MetricDef, records: list[Record]) -> dict[AttrKey, _Point]:
         """Sum the series of one resource per exported attribute set."""
         table = fields.FIELDS[definition.name]
-        allowed = {a.name for a in definition.attributes} - self._settings.dropped_attributes
+        allowed = self._allowed[definition.name]
         points: dict[AttrKey, _Point] = {}
         for record in records:
             if record.kind is not table.kind:
                 continue
-            base = {k: v for k, v in record.attributes.items() if k in allowed}
+            base = self._base_key(record, allowed)
             for extra, value in table.points(record.series.stats):
-                attributes = {**base, **{k: v for k, v in extra.items() if k in allowed}}
-                _add(points, tuple(sorted(attributes.items())), record.series.start_ns, value)
+                key = base + tuple(kv for kv in extra.items() if kv[0] in allowed)
+                _add(points, key, record.series.start_ns, value)
         return points
+
+    def _base_key(self, record: Record, allowed: frozenset[str]) -> AttrKey:
+        """A record's attributes a metric keeps; metrics with the same list share the work."""
+        cache_key = (id(record), allowed)
+        key = self._keys.get(cache_key)
+        if key is None:
+            key = self._keys[cache_key] = tuple(sorted(
+                kv for kv in record.attributes.items() if kv[0] in allowed))
+        return key
 
     # -- agent's own telemetry -----------------------------------------------------------
 
@@ -164,7 +178,7 @@ class MetricsBuilder:
                 time_ns: int) -> Metric:
         delta = self._settings.delta and (definition.monotonic or definition.kind == "histogram")
         data_points = []
-        for attributes, point in sorted(points.items(), key=lambda item: repr(item[0])):
+        for attributes, point in points.items():
             state_key = (scope_key, definition.name, attributes)
             start, value = self._delta(state_key, point, time_ns) if delta else (point.start_ns, point.value)
             data_points.append(_data_point(definition, dict(attributes), start, time_ns, value))
