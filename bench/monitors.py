@@ -75,6 +75,10 @@ class Command:
     _progs: set[int] = field(default_factory=set, repr=False)
     programs: dict = field(default_factory=dict)  # per program, since load, read at stop
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def start(self) -> None:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
