@@ -71,7 +71,9 @@ def test_lookups_and_named_connections(tmp_path):
 
             def complete(points):
                 opened = named_connections(points)
-                return lookups(points, dns.address) == truth and opened and \
+                udp = [p for p in points if p.name == "udp.packet.count"
+                       and p.attributes.get("network.peer.address") == dns.address]
+                return lookups(points, dns.address) == truth and opened and udp and \
                     max(opened, key=lambda p: p.time_ns).value == ROUNDS
             points = receiver.received.wait_for(complete)
     assert received["received"] == 100 * ROUNDS == 100 * report["connected"][f"web.test {server}"]
@@ -86,3 +88,11 @@ def test_lookups_and_named_connections(tmp_path):
     for p in dns_points:
         assert p.unit == "s" and p.bounds == CATALOG.metrics["dns.lookup.duration"].bounds
         assert p.attributes["process.executable.name"] == report["comm"]
+    # the queries and answers themselves are UDP datagrams of the same workload
+    queries = sum(answered.values())
+    for direction in ("transmit", "receive"):
+        udp = [p for p in points if p.name == "udp.packet.count"
+               and p.attributes.get("network.peer.address") == dns.address
+               and p.attributes.get("server.port") == 53
+               and p.attributes.get("network.io.direction") == direction]
+        assert max(udp, key=lambda p: p.time_ns).value == queries, direction
