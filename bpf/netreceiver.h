@@ -49,6 +49,7 @@ enum nr_loss {
 /* Per-CPU gauges (summed by user space); indexes the `gauges` array. */
 enum nr_gauge {
 	NR_GAUGE_SOCKETS = 0,   /* live entries of `sockets` (adds and removes, summed) */
+	NR_GAUGE_SOCKETS_REPLACED = 1,  /* cumulative: stale `sockets` entries replaced */
 	NR_GAUGE_MAX = 4,
 };
 

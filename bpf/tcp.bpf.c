@@ -280,11 +280,20 @@ static __always_inline struct sock_state *track_sock(const struct sock *sk, __u8
 	__u64 key = (__u64)sk;
 	struct sock_state *st;
 
-	if (bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_NOEXIST)) {
+	long err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_NOEXIST);
+
+	if (err == -EEXIST) {
+		/* The address is ours now: the old entry is a reconnect of this socket, or one
+		 * whose destroy we never saw. Replace it (it is already in the gauge). */
+		err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_EXIST);
+		gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
+	} else if (!err) {
+		gauge_add(NR_GAUGE_SOCKETS, 1);
+	}
+	if (err) {
 		count_loss(NR_LOSS_SOCKETS_FULL);
 		return NULL;
 	}
-	gauge_add(NR_GAUGE_SOCKETS, 1);
 	st = bpf_map_lookup_elem(&sockets, &key);
 	if (!st)
 		return NULL;
@@ -394,8 +403,10 @@ static __always_inline void on_connected(const struct sock *sk)
 	flush_counters(sk, st, stats);
 }
 
-/* An accepted child became established (softirq): the listener's identity, provisional
- * until a process reads or writes it. */
+/* An accepted child left SYN_RECV: the listener's identity, provisional until a process
+ * reads or writes it. Usually SYN_RECV -> ESTABLISHED in softirq; but when the acceptor
+ * owns the child before the handshake's ACK is processed, and closes it at once, the
+ * child goes SYN_RECV -> FIN_WAIT1 in process context instead. */
 static __always_inline void on_accepted(const struct sock *sk)
 {
 	struct nr_identity *owner = listener_of(sk, BPF_CORE_READ(sk, __sk_common.skc_num));
@@ -468,9 +479,9 @@ int BPF_PROG(tcp_state, const struct sock *sk, int oldstate, int newstate)
 		forget_listener(sk);
 	else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED)
 		on_connected(sk);
-	else if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)
+	if (oldstate == TCP_SYN_RECV && !lookup_sock(sk))
 		on_accepted(sk);
-	else if (newstate == TCP_CLOSE)
+	if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN)
 		on_close(sk);
 	return 0;
 }

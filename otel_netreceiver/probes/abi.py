@@ -53,6 +53,7 @@ LOSS_MAX = 8
 
 class Gauge(IntEnum):
     SOCKETS = 0
+    SOCKETS_REPLACED = 1
 
 
 GAUGE_MAX = 4

@@ -184,6 +184,7 @@ class TcpCollector:
         values = self._percpu_sums("gauges", ctypes.c_int64, abi.GAUGE_MAX)
         return {
             "tcp.sockets.tracked": float(values[abi.Gauge.SOCKETS]),
+            "tcp.sockets.replaced": float(values[abi.Gauge.SOCKETS_REPLACED]),
             "tcp.sockets.capacity": float(self.settings.sockets_max),
             "tcp.flows.drained": float(self.drained_last),
             "tcp.flows.capacity": float(self.settings.flows_max),
