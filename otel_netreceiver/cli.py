@@ -89,7 +89,8 @@ def check(args) -> int:
 
 def validate(args) -> int:
     settings = config.load(args.config)
-    exporters = ", ".join(f"{e.name} ({e.endpoint})" if e.endpoint else e.name for e in settings.exporters)
+    exporters = ", ".join(f"{e.name} ({e.endpoint})" if e.endpoint else e.name
+                          for e in settings.exporters) or "none"
     print(f"{args.config}: valid; interval {settings.collection_interval_s:g}s; "
           f"{len(settings.enabled_metrics)} metrics enabled; exporters: {exporters}")
     return 0
