@@ -29,7 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")],
                         default=[8, 32], help="ab concurrencies for churn (default 8,32)")
     parser.add_argument("--cases", default="off,agent,peer",
-                        help="which cases, in round order (off, agent, peer)")
+                        help="which cases, in round order (off, agent, agent-tcp, peer)")
     parser.add_argument("--agent-cmd", help="command that runs the agent (default: "
                         ".venv/bin/otel-netreceiver run --config bench/agent.yaml)")
     parser.add_argument("--rate", type=int, default=5000, help="cost: connections/s (default 5000)")
@@ -60,10 +60,12 @@ def build_monitors(args) -> list:
         log.unlink()  # each run's logs are its own
     made = {"off": monitors.Off,
             "agent": lambda: monitors.agent(args.agent_cmd, args.log_dir / "agent.log"),
+            "agent-tcp": lambda: monitors.agent(None, args.log_dir / "agent-tcp.log",
+                                                monitors.AGENT_TCP_CONFIG, "agent-tcp"),
             "peer": lambda: monitors.tcplife(args.log_dir / "tcplife.log" if args.tcplife_log else None)}
     chosen = []
     for name in args.cases.split(","):
-        if name == "agent" and (reason := monitors.agent_runnable(args.agent_cmd)):
+        if name.startswith("agent") and (reason := monitors.agent_runnable(args.agent_cmd)):
             print(f"agent case NOT MEASURED: {reason}", file=sys.stderr)
             continue
         chosen.append(made[name]())
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         if not args.no_bpf_stats:
             stack.enter_context(bpf_stats_enabled())
-        if any(m.name == "agent" for m in cases):
+        if any(m.name.startswith("agent") for m in cases):
             stack.enter_context(sink.running())
         for name in SUITES.get(args.name, [args.name]):
             for table in BENCHMARKS[name](args, cases):

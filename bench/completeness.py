@@ -39,7 +39,9 @@ def run(args) -> int:
     from otel_netreceiver.probes.tcp import TcpCollector
 
     count = 20_000 if args.quick else args.connections
-    with servers.hosts() as pair, servers.nginx(pair.server) as url, TcpCollector() as collector:
+    with servers.hosts() as pair, servers.nginx(pair.server) as web, \
+            TcpCollector() as collector:
+        url = web.url
         accepts_before = servers.nginx_accepts(pair.client, url)
         before, _ = collect(collector)
         start = time.monotonic()

@@ -14,8 +14,8 @@ from bench.runner import Table, interleave, render_programs
 
 
 def cost(args, monitors) -> list[Table]:
-    with servers.hosts() as pair, servers.nginx(pair.server) as url:
-        work = functools.partial(workloads.paced_ab, pair.client, url, args.rate, args.seconds)
+    with servers.hosts() as pair, servers.nginx(pair.server) as web:
+        work = functools.partial(workloads.paced_ab, pair.client, web.url, args.rate, args.seconds)
         table = interleave(f"paced churn {args.rate:,} conn/s ({args.seconds:g} s)",
                            monitors, work, args.rounds)
     print("BPF programs, last round, from load to stop (includes start-up and settle):\n"

@@ -21,6 +21,7 @@ from bench import procstat
 REPO = Path(__file__).resolve().parent.parent
 AGENT_BIN = REPO / ".venv" / "bin" / "otel-netreceiver"
 AGENT_CONFIG = Path(__file__).resolve().parent / "agent.yaml"
+AGENT_TCP_CONFIG = Path(__file__).resolve().parent / "agent-tcp.yaml"  # TCP collector only
 # tcplife (libbpf-tools) finds tracepoint ids under tracefs; when tracefs is not mounted
 # it is mounted in a private mount namespace of tcplife's own, leaving the host untouched.
 TCPLIFE = ["unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -130,10 +131,11 @@ class Command:
             self._proc.wait()
 
 
-def agent(command: str | None, log: Path | None = None) -> Command:
+def agent(command: str | None, log: Path | None = None, config: Path = AGENT_CONFIG,
+          name: str = "agent") -> Command:
     """The agent as users run it; `command` overrides the default bench config."""
-    argv = shlex.split(command) if command else [str(AGENT_BIN), "run", "--config", str(AGENT_CONFIG)]
-    return Command("agent", argv, signal.SIGTERM, log=log)
+    argv = shlex.split(command) if command else [str(AGENT_BIN), "run", "--config", str(config)]
+    return Command(name, argv, signal.SIGTERM, log=log)
 
 
 def tcplife(log: Path | None = None) -> Command:

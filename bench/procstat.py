@@ -40,6 +40,22 @@ def session_pids(sid: int, proc: Path = PROC) -> list[int]:
     return pids
 
 
+def tree_cpu(pid: int, proc: Path = PROC) -> float:
+    """CPU seconds of a process and its direct children (a server's master and workers)."""
+    total = 0.0
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            text = (proc / entry / "stat").read_text()
+            ppid = int(text[text.rindex(")") + 2:].split()[1])
+            if int(entry) == pid or ppid == pid:
+                total += cpu_seconds(int(entry), proc)
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+    return total
+
+
 def status_kib(pid: int, field: str, proc: Path = PROC) -> int:
     """One `kB` field of /proc/<pid>/status (VmRSS, VmHWM ...), in KiB; 0 if absent."""
     for line in (proc / str(pid) / "status").read_text().splitlines():

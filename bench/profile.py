@@ -22,7 +22,8 @@ def run(args) -> int:
             servers.hosts() as pair:
         out = Path(tmp) / "stacks.txt"
         server = servers.dnsmasq(pair.server) if args.load == "dns" else servers.nginx(pair.server)
-        with server as target:
+        with server as served:
+            target = served if args.load == "dns" else served.url
             agent = monitors.agent(args.agent_cmd, args.log_dir / "agent.log")
             agent.start()
             try:

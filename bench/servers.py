@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.hosts import Host, host_pair
@@ -81,6 +82,14 @@ def _wait_listening(proc, argv, address: str, port: int, proto: str, timeout: fl
     raise RuntimeError(f"nothing listening on {address}:{port} after {timeout:.0f} s")
 
 
+@dataclass
+class Served:
+    """A running server: where to reach it and its (master) process id."""
+
+    url: str
+    pid: int
+
+
 @contextmanager
 def nginx(host: Host, port: int = 80, workers: int = 1):
     """nginx serving a 3-byte body on host.address:port from a private temp prefix."""
@@ -88,8 +97,8 @@ def nginx(host: Host, port: int = 80, workers: int = 1):
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(workers=workers, dir=tmp, address=host.address, port=port))
         argv = host.argv("nginx", "-p", tmp, "-c", str(conf), "-e", f"{tmp}/error.log")
-        with process(argv, host.address, port, log=Path(tmp) / "stdout.log"):
-            yield f"http://{host.address}:{port}/"
+        with process(argv, host.address, port, log=Path(tmp) / "stdout.log") as proc:
+            yield Served(f"http://{host.address}:{port}/", proc.pid)
 
 
 @contextmanager
