@@ -64,7 +64,25 @@ def _http(config: ExporterConfig):
                               client_key_file=config.tls.key_file,
                               client_certificate_file=config.tls.cert_file,
                               headers=dict(config.headers), timeout=config.timeout_s,
-                              compression=Compression(config.compression))
+                              compression=Compression(config.compression),
+                              session=_session() if config.tls.ca_file else None)
+
+
+def _session():
+    """A requests Session that keeps the configured CA.
+
+    requests replaces a session's `verify` with $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE when
+    those are set (a long-standing requests behaviour), which would silently ignore ca_file.
+    """
+    import requests
+
+    class PinnedCa(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):
+            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            merged["verify"] = self.verify
+            return merged
+
+    return PinnedCa()
 
 
 def _read(path: str | None) -> bytes | None:

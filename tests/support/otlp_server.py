@@ -111,15 +111,62 @@ class _Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
-class GrpcReceiver:
-    """An OTLP/gRPC server on 127.0.0.1 and a free port; a `with` block."""
+@dataclass
+class TlsFiles:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (PEM files)."""
 
-    def __init__(self) -> None:
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+def make_tls_files(directory) -> TlsFiles:
+    """Generate a throwaway CA and certificates with the openssl command."""
+    import subprocess
+    from pathlib import Path
+
+    d = Path(directory)
+
+    def run(*argv):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=d)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    common = "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\nbasicConstraints=CA:FALSE\n" \
+             "keyUsage=critical,digitalSignature,keyEncipherment"
+    for name, extension in (("server", f"{common}\nextendedKeyUsage=serverAuth\n"
+                                       "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+                            ("client", f"{common}\nextendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        (d / f"{name}.ext").write_text(extension + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    return TlsFiles(str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key"),
+                    str(d / "client.pem"), str(d / "client.key"))
+
+
+class GrpcReceiver:
+    """An OTLP/gRPC server on 127.0.0.1 and a free port; a `with` block.
+
+    With `tls`, it serves TLS and requires a client certificate signed by the CA.
+    """
+
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         self.received = Received()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Servicer(self.received), self._server)
-        self.port = self._server.add_insecure_port("127.0.0.1:0")
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        if tls is None:
+            self.port = self._server.add_insecure_port("127.0.0.1:0")
+            self.endpoint = f"http://127.0.0.1:{self.port}"
+            return
+        read = lambda path: open(path, "rb").read()  # noqa: E731
+        credentials = grpc.ssl_server_credentials([(read(tls.server_key), read(tls.server_cert))],
+                                                  root_certificates=read(tls.ca), require_client_auth=True)
+        self.port = self._server.add_secure_port("127.0.0.1:0", credentials)
+        self.endpoint = f"https://127.0.0.1:{self.port}"
 
     def __enter__(self):
         self._server.start()
@@ -130,9 +177,12 @@ class GrpcReceiver:
 
 
 class HttpReceiver:
-    """An OTLP/HTTP (protobuf) server on 127.0.0.1 and a free port; a `with` block."""
+    """An OTLP/HTTP (protobuf) server on 127.0.0.1 and a free port; a `with` block.
 
-    def __init__(self) -> None:
+    With `tls`, it serves HTTPS and requires a client certificate signed by the CA.
+    """
+
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         self.received = received = Received()
 
         class Handler(BaseHTTPRequestHandler):
@@ -155,6 +205,13 @@ class HttpReceiver:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        if tls is not None:
+            import ssl
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca)
+            context.load_cert_chain(tls.server_cert, tls.server_key)
+            context.verify_mode = ssl.CERT_REQUIRED
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            self.endpoint = f"https://127.0.0.1:{self.port}"
 
     def __enter__(self):
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -14,7 +14,7 @@ from otel_netreceiver.flows.model import Snapshot
 from otel_netreceiver.metrics import catalog
 from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
 from tests.support import fake_source
-from tests.support.otlp_server import GrpcReceiver, HttpReceiver
+from tests.support.otlp_server import GrpcReceiver, HttpReceiver, make_tls_files
 
 CATALOG = catalog.load()
 
@@ -44,6 +44,30 @@ def test_otlp_exporters_deliver_metrics_and_headers(data, receiver_type, kind, c
     assert sorted(p.value for p in io_points) == [100, 100, 1000, 1000]
     assert {p.unit for p in io_points} == {"By"} and all(p.monotonic for p in io_points)
     assert receiver.received.headers[0]["x-tenant"] == "t1"
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.mark.parametrize("receiver_type, kind", [(GrpcReceiver, "otlp"), (HttpReceiver, "otlphttp")])
+@pytest.mark.parametrize("client_cert, trusted, delivered", [
+    (True, True, True),     # mTLS as configured
+    (False, True, False),   # the server requires a client certificate
+    (True, False, False),   # the server's certificate is not signed by a CA we trust
+])
+def test_otlp_tls(data, tls_files, tmp_path, receiver_type, kind, client_cert, trusted, delivered):
+    other_ca = tls_files.ca if trusted else make_tls_files(tmp_path).ca
+    tls = TlsSettings(ca_file=other_ca, cert_file=tls_files.client_cert if client_cert else None,
+                      key_file=tls_files.client_key if client_cert else None)
+    with receiver_type(tls_files) as receiver:
+        suffix = "/v1/metrics" if kind == "otlphttp" else ""
+        exporter = create(ExporterConfig(kind, kind, endpoint=receiver.endpoint + suffix, tls=tls, timeout_s=2))
+        ok = exporter.export(data)
+        exporter.shutdown()
+        count = len(receiver.received.requests)
+    assert (ok, count) == ((True, 1) if delivered else (False, 0))
 
 
 def test_otlp_export_failure_returns_false(data):
