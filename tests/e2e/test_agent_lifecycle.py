@@ -26,6 +26,9 @@ initial_delay: 1h
 enrich:
   cloud:
     detectors: []
+service:
+  telemetry:
+    logs: {level: info, encoding: json}
 """
 SUBNET, RR_PORT, HOLD_PORT, COUNT = "198.18.23", 8080, 9000, 4
 STOP_LIMIT_S = 5.0  # the issue's bound for final export + detach
@@ -92,6 +95,10 @@ def test_sigterm_during_traffic_final_export_and_clean_detach(tmp_path):
     print(f"agent stopped in {took:.2f}s")
     assert code == 0, f"exit {code} after {took:.1f}s: {output[-2000:]}"
     assert "Traceback" not in output
+    logs = [json.loads(line) for line in output.splitlines() if line.strip()]  # JSON lines only
+    messages = " | ".join(entry["msg"] for entry in logs)
+    assert "running; exporters: otlp" in messages and "stopped after a final export" in messages
+    assert all(entry["level"] in ("info", "warning") for entry in logs), logs
     assert len(receiver.received.requests) == 1, "expected exactly the final export"
     points = receiver.received.points()
     out = [p for p in points if p.attributes.get("network.peer.address") == server
