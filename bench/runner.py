@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,7 +59,12 @@ def interleave(title: str, monitors: list, workload: Workload, rounds: int) -> T
     table = Table(title)
     for round_no in range(1, rounds + 1):
         for monitor in monitors:
-            values = run_case(monitor, workload)
+            try:
+                values = run_case(monitor, workload)
+            except (RuntimeError, subprocess.TimeoutExpired) as err:  # MonitorError included
+                print(f"  [{title}] round {round_no}/{rounds} {monitor.name}: FAILED: {err}",
+                      file=sys.stderr)
+                continue  # one failed case costs one sample, not the whole run
             table.add(monitor.name, values)
             print(f"  [{title}] round {round_no}/{rounds} {monitor.name:8s} "
                   + " ".join(f"{k}={_fmt(v)}" for k, v in values.items()), file=sys.stderr)
