@@ -15,7 +15,7 @@ from pathlib import Path
 
 from otel_netreceiver.enrich.base import Attributes, Enricher, PeerResolver
 from otel_netreceiver.enrich.cgroups import CgroupPaths, cgroup2_mount, walk_cgroup2
-from otel_netreceiver.enrich.cloud import DEFAULT_DETECTORS, detect_cloud
+from otel_netreceiver.enrich.cloud import detect_cloud
 from otel_netreceiver.enrich.containers import ContainerResolver
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ class EnrichConfig:
     peers: bool = True
     process_pid: bool = False
     process_command: bool = False
-    cloud_detectors: tuple[str, ...] = DEFAULT_DETECTORS  # () turns cloud detection off
+    # Opt-in, as with the Collector's resourcedetection processor: off-cloud hosts never
+    # send anything to link-local metadata addresses unless asked to.
+    cloud_detectors: tuple[str, ...] = ()
     cloud_timeout_s: float = 2.0
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
 

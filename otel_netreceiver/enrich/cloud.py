@@ -21,7 +21,7 @@ from otel_netreceiver.enrich.base import Attributes
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DETECTORS = ("eks", "ec2", "gcp", "azure")
+KNOWN_DETECTORS = ("eks", "ec2", "gcp", "azure")
 _METADATA_HOSTS = ("169.254.169.254", "metadata.google.internal")
 # what a cloud detector may contribute; the agent builds os.*, service.* itself
 _KEPT_PREFIXES = ("cloud.", "host.", "azure.", "k8s.cluster.")
@@ -68,7 +68,7 @@ DETECTORS: dict[str, Callable[[], Mapping]] = {"ec2": _ec2, "eks": _eks, "gcp": 
 
 
 def detect_cloud(
-    detectors: Sequence[str] = DEFAULT_DETECTORS,
+    detectors: Sequence[str] = KNOWN_DETECTORS,
     timeout_s: float = 2.0,
     registry: Mapping[str, Callable[[], Mapping]] = DETECTORS,
 ) -> Attributes:

@@ -22,16 +22,17 @@ class Detect:
 def test_cloud_attributes_fill_but_never_override_the_host_resource():
     detect = Detect({"cloud.provider": "aws", "cloud.region": "eu-west-1",
                      "host.id": "i-0abc", "host.type": "m6i.large"})
-    enricher = build_enricher(EnrichConfig(cloud_timeout_s=0.5), HOST, detect=detect,
+    enricher = build_enricher(EnrichConfig(cloud_detectors=("eks", "ec2", "gcp", "azure"),
+                                           cloud_timeout_s=0.5), HOST, detect=detect,
                               mounts=lambda: MOUNTS)
     assert enricher.host_resource == {**HOST, "cloud.provider": "aws", "cloud.region": "eu-west-1",
                                       "host.type": "m6i.large"}
     assert detect.calls == [(("eks", "ec2", "gcp", "azure"), 0.5)]
 
 
-def test_cloud_detection_can_be_turned_off():
+def test_cloud_detection_is_off_unless_asked_for():
     detect = Detect({"cloud.provider": "aws"})
-    build_enricher(EnrichConfig(cloud_detectors=()), HOST, detect=detect, mounts=lambda: MOUNTS)
+    build_enricher(EnrichConfig(), HOST, detect=detect, mounts=lambda: MOUNTS)
     assert detect.calls == []
 
 
