@@ -20,6 +20,7 @@ import pytest
 from tests.support import traffic
 from tests.support.agent_process import agent_process
 from tests.support.hosts import host_pair
+from tests.support.otlp_server import GrpcReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -86,18 +87,26 @@ scrape_configs:
 
 
 def test_promql_returns_the_connection_count(tmp_path, prometheus):
+    """Three exporters at once: Prometheus (queried), OTLP delta (summed), debug (stdout)."""
     web, target = prometheus
+    receiver = GrpcReceiver()
     config = f"""
 collection_interval: 1s
 initial_delay: 0s
 exporters:
   prometheus:
     endpoint: 127.0.0.1:{target}
+  otlp/delta:
+    endpoint: 127.0.0.1:{receiver.port}
+    tls: {{insecure: true}}
+    temporality: delta
+  debug:
+    verbosity: basic
 enrich:
   cloud:
     detectors: []
 """
-    with agent_process(tmp_path, config), host_pair("nrb", SUBNET) as pair:
+    with receiver, agent_process(tmp_path, config), host_pair("nrb", SUBNET) as pair:
         server = pair.server.address
         rr = traffic.Generator(pair.server.argv(*traffic.argv("rr-server", address=server, port=PORT,
                                                               count=COUNT)))
@@ -112,7 +121,16 @@ enrich:
         received = query(web, f'sum(tcp_io_bytes_total{{network_peer_address="{server}",'
                               f'network_io_direction="receive",server_port="{PORT}"}})')
         up = query(web, 'up{job="otel-netreceiver"}')
+
+        def closed_over_otlp(points):
+            return sum(p.value for p in points if p.name == "tcp.connection.closed"
+                       and p.attributes.get("network.peer.address") == server
+                       and p.attributes.get("network.connection.direction") == "outgoing"
+                       and p.attributes.get("server.port") == PORT)
+        receiver.received.wait_for(lambda points: closed_over_otlp(points) >= COUNT)
+        otlp_closed = closed_over_otlp(receiver.received.points())
     assert float(result[0]["value"][1]) == client["connections"] == truth["connections"] == COUNT
     assert float(opened[0]["value"][1]) == COUNT
     assert float(received[0]["value"][1]) == client["received"] == truth["sent"]
     assert up[0]["value"][1] == "1"
+    assert otlp_closed == COUNT
