@@ -422,6 +422,21 @@ static __always_inline void on_accepted(const struct sock *sk)
 		st->key.id.cgroup_id = sock_cgroup(sk);
 }
 
+/* Leaving SYN_RECV: an accepted child, or (rarely) our own connect in a simultaneous
+ * open. Any other entry at this address is stale and gets replaced. */
+static __always_inline void on_left_syn_recv(const struct sock *sk, int newstate)
+{
+	struct sock_state *st = lookup_sock(sk);
+
+	if (st && st->key.direction == NR_DIR_OUTGOING && !(st->flags & SOCK_ENDED) &&
+	    !(st->flags & SOCK_ESTABLISHED)) {
+		if (newstate == TCP_ESTABLISHED)
+			on_connected(sk);
+		return;
+	}
+	on_accepted(sk);
+}
+
 static __always_inline __u32 failure_reason(const struct sock *sk)
 {
 	switch (BPF_CORE_READ(sk, sk_err)) {
@@ -479,8 +494,8 @@ int BPF_PROG(tcp_state, const struct sock *sk, int oldstate, int newstate)
 		forget_listener(sk);
 	else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED)
 		on_connected(sk);
-	if (oldstate == TCP_SYN_RECV && !lookup_sock(sk))
-		on_accepted(sk);
+	if (oldstate == TCP_SYN_RECV)
+		on_left_syn_recv(sk, newstate);
 	if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN)
 		on_close(sk);
 	return 0;

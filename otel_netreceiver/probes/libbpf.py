@@ -142,7 +142,9 @@ _libbpf_log = logging.getLogger(__name__ + ".native")
 
 def format_va(fmt: bytes, va_list: int) -> str:
     """Format a C printf format string and va_list with the C library's vsnprintf."""
-    buf = ctypes.create_string_buffer(1024)
+    # one call can carry a whole verifier log; a va_list cannot be read twice (no va_copy
+    # from ctypes), so the buffer is sized for that once and for all
+    buf = ctypes.create_string_buffer(1 << 20)
     _libc.vsnprintf(buf, len(buf), fmt, va_list)
     return buf.value.decode(errors="replace").rstrip("\n")
 
