@@ -48,6 +48,10 @@ class TcpSettings:
     idle_intervals: int = 10       # forget a key after this many idle intervals
     object_path: str | None = None
 
+    def __post_init__(self):
+        self.duration_bounds = tuple(float(b) for b in self.duration_bounds)
+        self.rtt_bounds = tuple(float(b) for b in self.rtt_bounds)
+
 
 def decode_key(raw: abi.FlowKey) -> FlowKey:
     """The kernel's struct nr_flow_key as a model FlowKey."""
