@@ -43,6 +43,7 @@ enum nr_loss {
 	NR_LOSS_FLOWS_FULL = 1,      /* an aggregate could not be created: its update is lost */
 	NR_LOSS_LISTENERS_FULL = 2,  /* a listener could not be remembered */
 	NR_LOSS_RINGBUF_FULL = 3,    /* an event could not be sent to user space */
+	NR_LOSS_CLOSE_MISSED = 4,    /* a tracked socket went away unseen (its counts are lost) */
 	NR_LOSS_MAX = 8,
 };
 

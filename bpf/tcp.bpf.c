@@ -284,7 +284,11 @@ static __always_inline struct sock_state *track_sock(const struct sock *sk, __u8
 
 	if (err == -EEXIST) {
 		/* The address is ours now: the old entry is a reconnect of this socket, or one
-		 * whose destroy we never saw. Replace it (it is already in the gauge). */
+		 * whose destroy we never saw. Replace it (it is already in the gauge); if its
+		 * close was never seen either, that connection's counts are lost: say so. */
+		st = bpf_map_lookup_elem(&sockets, &key);
+		if (st && !(st->flags & SOCK_ENDED))
+			count_loss(NR_LOSS_CLOSE_MISSED);
 		err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_EXIST);
 		gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
 	} else if (!err) {

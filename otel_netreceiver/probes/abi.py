@@ -46,6 +46,7 @@ class Loss(IntEnum):
     FLOWS_FULL = 1
     LISTENERS_FULL = 2
     RINGBUF_FULL = 3
+    CLOSE_MISSED = 4
 
 
 LOSS_MAX = 8
