@@ -1,16 +1,19 @@
 /* Structs and enums shared by the BPF programs and user space.
  *
- * Every struct here has a ctypes mirror in otel_netreceiver/probes/abi.py; a unit test
- * compares sizes and field offsets with this object's BTF, so keep fields fixed-width
- * and padding explicit.
+ * Every struct here has one ctypes mirror in otel_netreceiver/probes/abi.py; unit tests
+ * (tests/unit/test_abi.py for tcp.bpf.o, tests/unit/test_dns_abi.py for udp.bpf.o and
+ * dns.bpf.o) compare sizes and field offsets with the objects' BTF, so keep fields
+ * fixed-width and padding explicit.
+ *
+ * The first part is used by every object; then one section per observation: TCP
+ * (tcp.bpf.c) and the cgroup_skb objects, UDP flows and DNS (udp.bpf.c, dns.bpf.c).
+ * Kernel-only helpers live in common.h.
  */
 #ifndef NETRECEIVER_H
 #define NETRECEIVER_H
 
 #define NR_COMM_LEN 16
 #define NR_ADDR_LEN 16          /* IPv6 size; IPv4 is stored v4-mapped (::ffff:a.b.c.d) */
-#define NR_HIST_MAX_BOUNDS 16
-#define NR_HIST_BUCKETS (NR_HIST_MAX_BOUNDS + 1)
 
 enum nr_direction {
 	NR_DIR_OUTGOING = 0,
@@ -26,36 +29,6 @@ enum nr_transport {
 	NR_TRANSPORT_TCP = 6,   /* IPPROTO_TCP */
 	NR_TRANSPORT_UDP = 17,  /* IPPROTO_UDP */
 };
-
-/* Why a connect failed; indexes nr_flow_stats.failed. */
-enum nr_failure {
-	NR_FAIL_REFUSED = 0,
-	NR_FAIL_TIMEOUT = 1,
-	NR_FAIL_RESET = 2,
-	NR_FAIL_UNREACHABLE = 3,
-	NR_FAIL_OTHER = 4,
-	NR_FAIL_MAX = 5,
-};
-
-/* What could not be counted; indexes the per-CPU `losses` array of each object. */
-enum nr_loss {
-	NR_LOSS_SOCKETS_FULL = 0,    /* a connection could not be tracked */
-	NR_LOSS_FLOWS_FULL = 1,      /* an aggregate could not be created: its update is lost */
-	NR_LOSS_LISTENERS_FULL = 2,  /* a listener could not be remembered */
-	NR_LOSS_RINGBUF_FULL = 3,    /* an event could not be sent to user space */
-	NR_LOSS_CLOSE_MISSED = 4,    /* a tracked socket went away unseen (its counts are lost) */
-	NR_LOSS_MAX = 8,
-};
-
-/* Per-CPU gauges (summed by user space); indexes the `gauges` array. */
-enum nr_gauge {
-	NR_GAUGE_SOCKETS = 0,   /* live entries of `sockets` (adds and removes, summed) */
-	NR_GAUGE_SOCKETS_REPLACED = 1,  /* cumulative: stale `sockets` entries replaced */
-	NR_GAUGE_MAX = 4,
-};
-
-/* Flags of struct nr_settings. */
-#define NR_SETTING_IPV6 (1U << 0)   /* observe IPv6 sockets (IPv4 always) */
 
 /* The process that owns a socket. */
 struct nr_identity {
@@ -77,6 +50,41 @@ struct nr_flow_key {
 	__u8 family;              /* enum nr_family */
 	__u8 _pad[3];
 };
+
+/* --- TCP: tcp.bpf.c ----------------------------------------------------------------- */
+
+#define NR_HIST_MAX_BOUNDS 16
+#define NR_HIST_BUCKETS (NR_HIST_MAX_BOUNDS + 1)
+
+/* Why a connect failed; indexes nr_flow_stats.failed. */
+enum nr_failure {
+	NR_FAIL_REFUSED = 0,
+	NR_FAIL_TIMEOUT = 1,
+	NR_FAIL_RESET = 2,
+	NR_FAIL_UNREACHABLE = 3,
+	NR_FAIL_OTHER = 4,
+	NR_FAIL_MAX = 5,
+};
+
+/* What tcp.bpf.o could not count; indexes its per-CPU `losses` array. */
+enum nr_loss {
+	NR_LOSS_SOCKETS_FULL = 0,    /* a connection could not be tracked */
+	NR_LOSS_FLOWS_FULL = 1,      /* an aggregate could not be created: its update is lost */
+	NR_LOSS_LISTENERS_FULL = 2,  /* a listener could not be remembered */
+	NR_LOSS_RINGBUF_FULL = 3,    /* an event could not be sent to user space */
+	NR_LOSS_CLOSE_MISSED = 4,    /* a tracked socket went away unseen (its counts are lost) */
+	NR_LOSS_MAX = 8,
+};
+
+/* Per-CPU gauges (summed by user space); indexes the `gauges` array. */
+enum nr_gauge {
+	NR_GAUGE_SOCKETS = 0,   /* live entries of `sockets` (adds and removes, summed) */
+	NR_GAUGE_SOCKETS_REPLACED = 1,  /* cumulative: stale `sockets` entries replaced */
+	NR_GAUGE_MAX = 4,
+};
+
+/* Flags of struct nr_settings. */
+#define NR_SETTING_IPV6 (1U << 0)   /* observe IPv6 sockets (IPv4 always) */
 
 struct nr_histogram {
 	__u64 buckets[NR_HIST_BUCKETS];  /* bucket i counts values <= bounds[i]; last: overflow */
@@ -101,7 +109,7 @@ struct nr_flow_stats {
 	struct nr_histogram rtt;
 };
 
-/* Settings written into the object before load (const volatile). */
+/* Settings written into tcp.bpf.o before load (const volatile). */
 struct nr_settings {
 	__u64 duration_bounds_ns[NR_HIST_MAX_BOUNDS];
 	__u64 rtt_bounds_ns[NR_HIST_MAX_BOUNDS];
@@ -109,6 +117,60 @@ struct nr_settings {
 	__u32 rtt_nbounds;
 	__u32 flags;              /* NR_SETTING_* */
 	__u32 _pad;
+};
+
+/* --- UDP flows and DNS: the cgroup_skb objects udp.bpf.c and dns.bpf.c ---------------
+ *
+ * Both are cgroup_skb programs attached to the cgroup v2 root: they see every IP packet a
+ * local socket sends (egress) or has delivered to it (ingress), in any network namespace,
+ * starting at the IP header. UDP aggregates use struct nr_flow_key (transport
+ * IPPROTO_UDP); the owner of a socket is a struct nr_identity.
+ */
+
+#define NR_MAX_DNS_PORTS 8
+#define NR_DNS_CAPTURE 512      /* DNS payload bytes copied per packet */
+
+/* What udp.bpf.o or dns.bpf.o could not count; indexes each one's per-CPU `losses`
+ * array (numbered apart from enum nr_loss: the two are separate arrays). */
+enum nr_skb_loss {
+	NR_SKB_LOSS_FLOWS_FULL = 0,    /* a UDP aggregate could not be created */
+	NR_SKB_LOSS_RINGBUF_FULL = 1,  /* a DNS packet could not be sent to user space */
+	NR_SKB_LOSS_OWNERS_FULL = 2,   /* a socket's owner could not be remembered */
+	NR_SKB_LOSS_MAX = 4,
+};
+
+/* Counters of one UDP aggregate since the map was last drained (added atomically). */
+struct nr_udp_stats {
+	__u64 bytes_tx;             /* UDP payload bytes sent */
+	__u64 bytes_rx;             /* UDP payload bytes delivered */
+	__u64 packets_tx;           /* datagrams sent */
+	__u64 packets_rx;           /* datagrams delivered */
+};
+
+/* Settings written into both cgroup_skb objects before load (const volatile). */
+struct nr_skb_settings {
+	__u16 dns_ports[NR_MAX_DNS_PORTS];  /* host byte order; 0 = unused slot */
+	__u32 flags;                /* NR_SKB_SETTING_* */
+};
+
+#define NR_SKB_SETTING_IPV6 (1U << 0)     /* observe IPv6 (IPv4 always) */
+#define NR_SKB_SETTING_DNS_TCP (1U << 1)  /* capture DNS over TCP too */
+
+/* One DNS packet seen on a local socket (ring buffer record). */
+struct nr_dns_event {
+	__u64 timestamp_ns;         /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	struct nr_identity id;
+	__u8 local[NR_ADDR_LEN];
+	__u8 remote[NR_ADDR_LEN];
+	__u16 local_port;           /* host byte order */
+	__u16 remote_port;
+	__u16 payload_len;          /* DNS bytes in the packet (TCP: including length prefixes) */
+	__u16 captured;             /* bytes copied into payload (<= NR_DNS_CAPTURE) */
+	__u8 sent;                  /* 1: egress (the local socket sent it) */
+	__u8 transport;             /* IPPROTO_UDP or IPPROTO_TCP */
+	__u8 family;                /* enum nr_family */
+	__u8 _pad[5];
+	__u8 payload[NR_DNS_CAPTURE];
 };
 
 #endif /* NETRECEIVER_H */

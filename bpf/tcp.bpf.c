@@ -16,6 +16,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "netreceiver.h"
+#include "common.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -93,12 +94,7 @@ struct {
 	.values = { &flows_a },
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NR_LOSS_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} losses SEC(".maps");
+NR_LOSSES_MAP(NR_LOSS_MAX);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -110,14 +106,6 @@ struct {
 /* Zero values to insert from (too large for the BPF stack). */
 struct nr_flow_stats empty_stats = {};
 struct sock_state empty_sock = {};
-
-static __always_inline void count_loss(__u32 reason)
-{
-	__u64 *slot = bpf_map_lookup_elem(&losses, &reason);
-
-	if (slot)
-		*slot += 1;
-}
 
 static __always_inline void gauge_add(__u32 gauge, __s64 delta)
 {

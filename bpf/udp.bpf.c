@@ -15,15 +15,16 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
-#include "netreceiver_dns.h"
+#include "netreceiver.h"
+#include "common.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 #define SOCK_BINDPORT_LOCK 8
 
-const volatile struct nrd_settings settings = {
+const volatile struct nr_skb_settings settings = {
 	.dns_ports = {53},
-	.flags = NRD_SETTING_IPV6,
+	.flags = NR_SKB_SETTING_IPV6,
 };
 
 extern void *bpf_rdonly_cast(void *obj, __u32 btf_id) __ksym;
@@ -31,8 +32,8 @@ extern void *bpf_rdonly_cast(void *obj, __u32 btf_id) __ksym;
 struct udp_flows_inner {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
-	__type(key, struct nrd_flow_key);
-	__type(value, struct nrd_udp_stats);
+	__type(key, struct nr_flow_key);
+	__type(value, struct nr_udp_stats);
 } udp_flows_a SEC(".maps"), udp_flows_b SEC(".maps");
 
 /* Slot 0 holds the inner map being written; user space swaps it each interval. */
@@ -49,34 +50,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct nrd_identity);
+	__type(value, struct nr_identity);
 } udp_owners SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NRD_LOSS_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} losses SEC(".maps");
-
-static __always_inline void count_loss(__u32 reason)
-{
-	__u64 *slot = bpf_map_lookup_elem(&losses, &reason);
-
-	if (slot)
-		*slot += 1;
-}
+NR_LOSSES_MAP(NR_SKB_LOSS_MAX);
 
 /* The owner of the socket: from its creation (sock_create), else its first egress. */
-static __always_inline void owner(struct bpf_sock *sk, int sent, struct nrd_identity *id)
+static __always_inline void owner(struct bpf_sock *sk, int sent, struct nr_identity *id)
 {
-	struct nrd_identity *stored;
+	struct nr_identity *stored;
 
 	id->cgroup_id = bpf_sk_cgroup_id(sk);
 	stored = bpf_sk_storage_get(&udp_owners, sk, 0, 0);
 	if (stored) {
 		id->tgid = stored->tgid;
-		__builtin_memcpy(id->comm, stored->comm, NRD_COMM_LEN);
+		__builtin_memcpy(id->comm, stored->comm, NR_COMM_LEN);
 		return;
 	}
 	if (!sent)
@@ -84,7 +72,7 @@ static __always_inline void owner(struct bpf_sock *sk, int sent, struct nrd_iden
 	id->tgid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(id->comm, sizeof(id->comm));
 	if (!bpf_sk_storage_get(&udp_owners, sk, id, BPF_SK_STORAGE_GET_F_CREATE))
-		count_loss(NRD_LOSS_OWNERS_FULL);
+		count_loss(NR_SKB_LOSS_OWNERS_FULL);
 }
 
 static __always_inline int bound_to_port(struct bpf_sock *sk)
@@ -94,23 +82,23 @@ static __always_inline int bound_to_port(struct bpf_sock *sk)
 	return ksk->sk_userlocks & SOCK_BINDPORT_LOCK;
 }
 
-static __always_inline void flow_key(struct nrd_packet *pkt, int serving,
-				     struct nrd_flow_key *key)
+static __always_inline void flow_key(struct nr_packet *pkt, int serving,
+				     struct nr_flow_key *key)
 {
-	__builtin_memcpy(key->peer, pkt->remote, NRD_ADDR_LEN);
+	__builtin_memcpy(key->peer, pkt->remote, NR_ADDR_LEN);
 	key->transport = IPPROTO_UDP;
 	key->family = pkt->family;
 	if (serving) {
-		key->direction = NRD_DIR_INCOMING;
+		key->direction = NR_DIR_INCOMING;
 		key->server_port = pkt->local_port;
-		__builtin_memcpy(key->local, pkt->local, NRD_ADDR_LEN);
+		__builtin_memcpy(key->local, pkt->local, NR_ADDR_LEN);
 	} else {
-		key->direction = NRD_DIR_OUTGOING;
+		key->direction = NR_DIR_OUTGOING;
 		key->server_port = pkt->remote_port;
 	}
 }
 
-static __always_inline void add(struct nrd_udp_stats *stats, __u64 bytes, int sent)
+static __always_inline void add(struct nr_udp_stats *stats, __u64 bytes, int sent)
 {
 	if (sent) {
 		__sync_fetch_and_add(&stats->bytes_tx, bytes);
@@ -121,9 +109,9 @@ static __always_inline void add(struct nrd_udp_stats *stats, __u64 bytes, int se
 	}
 }
 
-static __always_inline void record(struct nrd_flow_key *key, __u64 bytes, int sent)
+static __always_inline void record(struct nr_flow_key *key, __u64 bytes, int sent)
 {
-	struct nrd_udp_stats zero = {}, *stats;
+	struct nr_udp_stats zero = {}, *stats;
 	__u32 slot = 0;
 	void *flows = bpf_map_lookup_elem(&udp_flows, &slot);
 
@@ -135,7 +123,7 @@ static __always_inline void record(struct nrd_flow_key *key, __u64 bytes, int se
 		bpf_map_update_elem(flows, key, &zero, BPF_NOEXIST);
 		stats = bpf_map_lookup_elem(flows, key);
 		if (!stats) {
-			count_loss(NRD_LOSS_FLOWS_FULL);
+			count_loss(NR_SKB_LOSS_FLOWS_FULL);
 			return;
 		}
 	}
@@ -144,8 +132,8 @@ static __always_inline void record(struct nrd_flow_key *key, __u64 bytes, int se
 
 static __always_inline int count(struct __sk_buff *skb, int sent)
 {
-	struct nrd_flow_key key = {};
-	struct nrd_packet pkt = {};
+	struct nr_flow_key key = {};
+	struct nr_packet pkt = {};
 	struct bpf_sock *sk = skb->sk;
 
 	if (!sk)
@@ -153,7 +141,7 @@ static __always_inline int count(struct __sk_buff *skb, int sent)
 	sk = bpf_sk_fullsock(sk);
 	if (!sk || sk->protocol != IPPROTO_UDP)
 		return 1;
-	if (nrd_parse(skb, sent, settings.flags & NRD_SETTING_IPV6, &pkt) ||
+	if (nr_parse(skb, sent, settings.flags & NR_SKB_SETTING_IPV6, &pkt) ||
 	    pkt.protocol != IPPROTO_UDP)
 		return 1;
 	owner(sk, sent, &key.id);
@@ -167,7 +155,7 @@ static __always_inline int count(struct __sk_buff *skb, int sent)
 SEC("cgroup/sock_create")
 int udp_sock_create(struct bpf_sock *sk)
 {
-	struct nrd_identity id = {};
+	struct nr_identity id = {};
 
 	if (sk->protocol != IPPROTO_UDP)
 		return 1;
@@ -175,7 +163,7 @@ int udp_sock_create(struct bpf_sock *sk)
 	id.tgid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(id.comm, sizeof(id.comm));
 	if (!bpf_sk_storage_get(&udp_owners, sk, &id, BPF_SK_STORAGE_GET_F_CREATE))
-		count_loss(NRD_LOSS_OWNERS_FULL);
+		count_loss(NR_SKB_LOSS_OWNERS_FULL);
 	return 1;
 }
 

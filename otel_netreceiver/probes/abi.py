@@ -1,4 +1,8 @@
-"""ctypes mirrors of bpf/netreceiver.h (checked against the objects' BTF by a unit test)."""
+"""ctypes mirrors of bpf/netreceiver.h, one per C struct.
+
+tests/unit/test_abi.py checks MIRRORS against tcp.bpf.o's BTF, tests/unit/test_dns_abi.py
+checks SKB_MIRRORS against udp.bpf.o's and dns.bpf.o's.
+"""
 
 from __future__ import annotations
 
@@ -119,13 +123,58 @@ class Settings(Structure):
     ]
 
 
-# C struct name -> mirror, for the ABI test
+# --- UDP flows and DNS: the cgroup_skb objects udp.bpf.o and dns.bpf.o ---------------
+
+MAX_DNS_PORTS = 8
+DNS_CAPTURE = 512
+SKB_SETTING_IPV6, SKB_SETTING_DNS_TCP = 1 << 0, 1 << 1
+
+
+class SkbLoss(IntEnum):
+    """enum nr_skb_loss: indexes the `losses` array of udp.bpf.o and of dns.bpf.o."""
+
+    FLOWS_FULL = 0
+    RINGBUF_FULL = 1
+    OWNERS_FULL = 2
+
+
+SKB_LOSS_MAX = 4
+
+
+class UdpStats(Structure):
+    _fields_ = [("bytes_tx", c_uint64), ("bytes_rx", c_uint64),
+                ("packets_tx", c_uint64), ("packets_rx", c_uint64)]
+
+
+class SkbSettings(Structure):
+    _fields_ = [("dns_ports", c_uint16 * MAX_DNS_PORTS), ("flags", c_uint32)]
+
+
+class DnsEvent(Structure):
+    _fields_ = [("timestamp_ns", c_uint64), ("id", Identity),
+                ("local", c_uint8 * ADDR_LEN), ("remote", c_uint8 * ADDR_LEN),
+                ("local_port", c_uint16), ("remote_port", c_uint16),
+                ("payload_len", c_uint16), ("captured", c_uint16),
+                ("sent", c_uint8), ("transport", c_uint8), ("family", c_uint8),
+                ("_pad", c_uint8 * 5), ("payload", c_uint8 * DNS_CAPTURE)]
+
+
+# C struct name -> mirror, for the ABI test against tcp.bpf.o
 MIRRORS = {
     "nr_identity": Identity,
     "nr_flow_key": FlowKey,
     "nr_histogram": Histogram,
     "nr_flow_stats": FlowStats,
     "nr_settings": Settings,
+}
+
+# C struct name -> (mirror, the object whose BTF has it), for the cgroup_skb ABI test
+SKB_MIRRORS = {
+    "nr_identity": (Identity, "udp"),
+    "nr_flow_key": (FlowKey, "udp"),
+    "nr_udp_stats": (UdpStats, "udp"),
+    "nr_skb_settings": (SkbSettings, "dns"),
+    "nr_dns_event": (DnsEvent, "dns"),
 }
 
 

@@ -1,8 +1,8 @@
 """What the two cgroup_skb collectors (UDP flows, DNS) share.
 
-ctypes mirrors of bpf/netreceiver_dns.h (tests/unit/test_dns_abi.py checks them against
-the objects' BTF), the cgroup v2 root they attach to, the settings they are loaded
-with, and decoding of addresses and per-CPU loss counters.
+The names they use for the ctypes mirrors of bpf/netreceiver.h (defined once, in
+abi.py), the cgroup v2 root they attach to, the settings they are loaded with, and
+decoding of addresses and per-CPU loss counters.
 """
 
 from __future__ import annotations
@@ -11,48 +11,23 @@ import ctypes
 import ipaddress
 import os
 from contextlib import contextmanager
-from ctypes import Structure, c_uint8, c_uint16, c_uint32, c_uint64
+from ctypes import c_uint64
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..flows.model import Family, Workload
-from . import libbpf
+from . import abi, libbpf
 from .loader import Loader, ProbeAttachError, object_path
 
-COMM_LEN, ADDR_LEN, MAX_DNS_PORTS, DNS_CAPTURE = 16, 16, 8, 512
-SETTING_IPV6, SETTING_DNS_TCP = 1 << 0, 1 << 1
-LOSS_FLOWS_FULL, LOSS_RINGBUF_FULL, LOSS_OWNERS_FULL, LOSS_MAX = 0, 1, 2, 4
+# the mirrors live in abi.py (one per C struct); these names are what the collectors use
+Identity, FlowKeyC, UdpStatsC = abi.Identity, abi.FlowKey, abi.UdpStats
+SettingsC, DnsEventC = abi.SkbSettings, abi.DnsEvent
+MAX_DNS_PORTS = abi.MAX_DNS_PORTS
+SETTING_IPV6, SETTING_DNS_TCP = abi.SKB_SETTING_IPV6, abi.SKB_SETTING_DNS_TCP
+LOSS_FLOWS_FULL, LOSS_RINGBUF_FULL, LOSS_OWNERS_FULL = (
+    int(abi.SkbLoss.FLOWS_FULL), int(abi.SkbLoss.RINGBUF_FULL), int(abi.SkbLoss.OWNERS_FULL))
+LOSS_MAX = abi.SKB_LOSS_MAX
 FAMILIES = {4: Family.IPV4, 6: Family.IPV6}
-
-
-class Identity(Structure):
-    _fields_ = [("cgroup_id", c_uint64), ("tgid", c_uint32),
-                ("comm", c_uint8 * COMM_LEN), ("_pad", c_uint32)]
-
-
-class FlowKeyC(Structure):
-    _fields_ = [("id", Identity), ("peer", c_uint8 * ADDR_LEN), ("local", c_uint8 * ADDR_LEN),
-                ("server_port", c_uint16), ("direction", c_uint8), ("transport", c_uint8),
-                ("family", c_uint8), ("_pad", c_uint8 * 3)]
-
-
-class UdpStatsC(Structure):
-    _fields_ = [("bytes_tx", c_uint64), ("bytes_rx", c_uint64),
-                ("packets_tx", c_uint64), ("packets_rx", c_uint64)]
-
-
-class SettingsC(Structure):
-    _fields_ = [("dns_ports", c_uint16 * MAX_DNS_PORTS), ("flags", c_uint32)]
-
-
-class DnsEventC(Structure):
-    _fields_ = [("timestamp_ns", c_uint64), ("id", Identity),
-                ("local", c_uint8 * ADDR_LEN), ("remote", c_uint8 * ADDR_LEN),
-                ("local_port", c_uint16), ("remote_port", c_uint16),
-                ("payload_len", c_uint16), ("captured", c_uint16),
-                ("sent", c_uint8), ("transport", c_uint8), ("family", c_uint8),
-                ("_pad", c_uint8 * 5), ("payload", c_uint8 * DNS_CAPTURE)]
-
 
 PAYLOAD_OFFSET = DnsEventC.payload.offset
 

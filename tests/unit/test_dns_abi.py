@@ -1,27 +1,22 @@
-"""The ctypes mirrors of bpf/netreceiver_dns.h, and decoding of what the kernel sends."""
+"""The cgroup_skb objects' structs in bpf/netreceiver.h match their ctypes mirrors, and
+decoding of what the kernel sends."""
 
 import struct
 
 import pytest
 
-from otel_netreceiver.probes import libbpf
-from otel_netreceiver.probes.cgroup_skb import (DnsEventC, FlowKeyC, Identity, SettingsC,
-                                                SkbSettings, UdpStatsC, address_text,
+from otel_netreceiver.probes import abi, libbpf
+from otel_netreceiver.probes.cgroup_skb import (DnsEventC, FlowKeyC, SkbSettings, address_text,
                                                 ctypes_layout, cgroup2_root)
 from otel_netreceiver.probes.dns import DnsCollector, DnsSettings, decode
 from otel_netreceiver.probes.loader import OBJECTS_DIR, ProbeLoadError
 from otel_netreceiver.probes.udp import UdpCollector, UdpSettings, flow_key
 from otel_netreceiver.flows.model import Direction, Family, Workload
 
-MIRRORS = [("nrd_identity", Identity), ("nrd_flow_key", FlowKeyC),
-           ("nrd_udp_stats", UdpStatsC), ("nrd_settings", SettingsC),
-           ("nrd_dns_event", DnsEventC)]
-OBJECTS = {"nrd_identity": "udp", "nrd_udp_stats": "udp", "nrd_flow_key": "udp"}
-
-
-@pytest.mark.parametrize("name, mirror", MIRRORS)
-def test_mirror_matches_btf(name, mirror):
-    path = OBJECTS_DIR / f"{OBJECTS.get(name, 'dns')}.bpf.o"
+@pytest.mark.parametrize("name", sorted(abi.SKB_MIRRORS))
+def test_mirror_matches_btf(name):
+    mirror, obj = abi.SKB_MIRRORS[name]
+    path = OBJECTS_DIR / f"{obj}.bpf.o"
     if not path.exists():
         pytest.skip(f"{path.name} not built (make bpf)")
     size, offsets = libbpf.struct_layout(str(path), name)
