@@ -19,9 +19,7 @@ from ..flows.model import Family, Workload
 from . import abi, libbpf
 from .loader import Loader, ProbeAttachError, object_path
 
-# the mirrors live in abi.py (one per C struct); these names are what the collectors use
-Identity, FlowKeyC, UdpStatsC = abi.Identity, abi.FlowKey, abi.UdpStats
-SettingsC, DnsEventC = abi.SkbSettings, abi.DnsEvent
+# the ctypes mirrors of the C structs live in abi.py, one per struct
 MAX_DNS_PORTS = abi.MAX_DNS_PORTS
 SETTING_IPV6, SETTING_DNS_TCP = abi.SKB_SETTING_IPV6, abi.SKB_SETTING_DNS_TCP
 LOSS_FLOWS_FULL, LOSS_RINGBUF_FULL, LOSS_OWNERS_FULL = (
@@ -29,7 +27,7 @@ LOSS_FLOWS_FULL, LOSS_RINGBUF_FULL, LOSS_OWNERS_FULL = (
 LOSS_MAX = abi.SKB_LOSS_MAX
 FAMILIES = {4: Family.IPV4, 6: Family.IPV6}
 
-PAYLOAD_OFFSET = DnsEventC.payload.offset
+PAYLOAD_OFFSET = abi.DnsEvent.payload.offset
 
 
 @dataclass(frozen=True)
@@ -40,10 +38,10 @@ class SkbSettings:
     ipv6: bool = True
     dns_over_tcp: bool = True
 
-    def to_c(self) -> SettingsC:
+    def to_c(self) -> abi.SkbSettings:
         if not 1 <= len(self.dns_ports) <= MAX_DNS_PORTS:
             raise ValueError(f"between 1 and {MAX_DNS_PORTS} DNS ports, got {self.dns_ports}")
-        settings = SettingsC()
+        settings = abi.SkbSettings()
         for index, port in enumerate(self.dns_ports):
             settings.dns_ports[index] = port
         settings.flags = (SETTING_IPV6 if self.ipv6 else 0) | (
@@ -59,7 +57,7 @@ def address_text(raw, family: int) -> str:
     return str(ipaddress.IPv6Address(packed))
 
 
-def workload(identity: Identity) -> Workload:
+def workload(identity: abi.Identity) -> Workload:
     comm = bytes(identity.comm).split(b"\0", 1)[0].decode(errors="replace")
     return Workload(identity.cgroup_id, identity.tgid, comm)
 

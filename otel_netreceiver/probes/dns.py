@@ -35,7 +35,7 @@ from .cgroup_skb import (LOSS_RINGBUF_FULL, PAYLOAD_OFFSET, SkbSettings, attache
 log = logging.getLogger(__name__)
 
 LOSS_NAMES = {LOSS_RINGBUF_FULL: "dns.ring_buffer_full"}
-# struct nrd_dns_event up to its payload; checked against the ctypes mirror at import
+# struct nr_dns_event up to its payload; checked against the ctypes mirror at import
 EVENT = struct.Struct("<QQI16sI16s16sHHHHBBB5x")
 assert EVENT.size == PAYLOAD_OFFSET
 IPPROTO_TCP = 6

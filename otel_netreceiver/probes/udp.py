@@ -18,9 +18,8 @@ from ctypes import c_uint32
 from dataclasses import dataclass, field
 
 from ..flows.model import Direction, FlowKey, Series, Snapshot, Transport, UdpStats
-from . import libbpf
-from .cgroup_skb import (LOSS_FLOWS_FULL, LOSS_OWNERS_FULL, FAMILIES, FlowKeyC, SkbSettings,
-                         UdpStatsC, address_text, attached, read_losses, set_settings,
+from . import abi, libbpf
+from .cgroup_skb import (LOSS_FLOWS_FULL, LOSS_OWNERS_FULL, FAMILIES, SkbSettings, address_text, attached, read_losses, set_settings,
                          workload)
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class UdpSettings:
     object_path: str | None = None
 
 
-def flow_key(raw: FlowKeyC) -> FlowKey:
+def flow_key(raw: abi.FlowKey) -> FlowKey:
     """The model's key for a kernel key; the local address only for incoming flows."""
     family = FAMILIES[raw.family]
     incoming = raw.direction == 1
@@ -52,7 +51,7 @@ def flow_key(raw: FlowKeyC) -> FlowKey:
     )
 
 
-def add(stats: UdpStats, delta: UdpStatsC) -> None:
+def add(stats: UdpStats, delta: abi.UdpStats) -> None:
     stats.bytes_sent += delta.bytes_tx
     stats.bytes_received += delta.bytes_rx
     stats.packets_sent += delta.packets_tx
@@ -128,7 +127,7 @@ class UdpCollector:
         return old
 
     def _drain(self, name: str):
-        return libbpf.read_batch(self._loaded.map(name).fd, FlowKeyC, UdpStatsC,
+        return libbpf.read_batch(self._loaded.map(name).fd, abi.FlowKey, abi.UdpStats,
                                  self.settings.max_flows, delete=True)
 
 

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from otel_netreceiver.probes import abi, libbpf
-from otel_netreceiver.probes.cgroup_skb import (DnsEventC, FlowKeyC, SkbSettings, address_text,
+from otel_netreceiver.probes.cgroup_skb import (SkbSettings, address_text,
                                                 ctypes_layout, cgroup2_root)
 from otel_netreceiver.probes.dns import DnsCollector, DnsSettings, decode
 from otel_netreceiver.probes.loader import OBJECTS_DIR, ProbeLoadError
@@ -50,7 +50,7 @@ def test_cgroup2_root_from_mounts(tmp_path):
 
 
 def event(transport, payload, sent=1, captured=None):
-    record = DnsEventC(timestamp_ns=5, local_port=40000, remote_port=53,
+    record = abi.DnsEvent(timestamp_ns=5, local_port=40000, remote_port=53,
                        payload_len=len(payload), sent=sent, transport=transport, family=4)
     record.id.cgroup_id, record.id.tgid = 42, 7
     record.id.comm[:3] = list(b"dig")
@@ -79,7 +79,7 @@ def test_decode_tcp_event_splits_length_prefixed_messages(payload, count, whole)
 
 
 def test_udp_flow_key_conversion():
-    raw = FlowKeyC(server_port=9999, direction=1, transport=17, family=4)
+    raw = abi.FlowKey(server_port=9999, direction=1, transport=17, family=4)
     raw.id.cgroup_id, raw.id.tgid = 42, 7
     raw.peer[:], raw.local[:] = list(mapped("198.18.30.1")), list(mapped("198.18.30.2"))
     key = flow_key(raw)
@@ -90,7 +90,7 @@ def test_udp_flow_key_conversion():
 
 
 def test_event_header_format_matches_mirror():
-    assert struct.calcsize("<QQI16sI16s16sHHHHBBB5x") == DnsEventC.payload.offset
+    assert struct.calcsize("<QQI16sI16s16sHHHHBBB5x") == abi.DnsEvent.payload.offset
 
 
 def test_unreadable_record_is_counted_not_raised():

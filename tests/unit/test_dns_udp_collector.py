@@ -7,8 +7,7 @@ exercised for real in tests/kernel/test_udp_flows.py).
 import pytest
 
 from otel_netreceiver.flows.model import Snapshot
-from otel_netreceiver.probes import udp
-from otel_netreceiver.probes.cgroup_skb import FlowKeyC, UdpStatsC
+from otel_netreceiver.probes import abi, udp
 from otel_netreceiver.probes.udp import UdpCollector, UdpSettings
 
 
@@ -25,9 +24,9 @@ class FakeKernel(UdpCollector):
 
 
 def delta(port, sent, received=0):
-    key = FlowKeyC(server_port=port, direction=0, transport=17, family=4)
+    key = abi.FlowKey(server_port=port, direction=0, transport=17, family=4)
     key.peer[10:16] = [0xFF, 0xFF, 198, 18, 30, 2]
-    return key, UdpStatsC(bytes_tx=sent, bytes_rx=received, packets_tx=1,
+    return key, abi.UdpStats(bytes_tx=sent, bytes_rx=received, packets_tx=1,
                           packets_rx=1 if received else 0)
 
 
