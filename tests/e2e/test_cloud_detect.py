@@ -15,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path

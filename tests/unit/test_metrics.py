@@ -4,7 +4,7 @@ import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
 
 from otel_netreceiver.enrich.base import Enricher
-from otel_netreceiver.flows.model import (EnrichedSnapshot, Histogram, Record, RecordKind, Series,
+from otel_netreceiver.flows.model import (EnrichedSnapshot, Record, RecordKind, Series,
                                           Snapshot, TcpStats)
 from otel_netreceiver.metrics import catalog
 from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
@@ -180,7 +180,7 @@ def test_delta_points_add_up_to_the_cumulative_total(steps):
     """Whatever the increments and which intervals the series is absent in, the deltas
     exported add up to the last cumulative value, and each starts where the last ended."""
     b = builder(delta=True, enabled={"tcp.connection.opened"})
-    total, exported, points = 0, 0, []
+    total, points = 0, []
     for i, (increment, present) in enumerate(steps, start=2):
         total += increment
         records = [tcp_record("a", "p", total)] if present else []
