@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -166,23 +166,24 @@ def collectors_for(enabled_metrics: frozenset[str], loaders: dict[RecordKind, Ca
     return [loaders[kind]() for kind in RecordKind if kind in kinds and kind in loaders]
 
 
-def default_loaders(catalog: Catalog, names=None) -> dict[RecordKind, Callable[[], object]]:
-    """The kernel collectors, each given its histogram bounds from the catalog.
+def default_loaders(catalog: Catalog, probes, names=None) -> dict[RecordKind, Callable[[], object]]:
+    """The kernel collectors with the configured `probes` settings (a ProbesConfig),
+    each given its histogram bounds from the catalog.
 
     `names` (an IP -> domain name cache) is fed by the DNS collector and read by the
     enricher, so outgoing flows carry the name the workload resolved.
     """
-    from otel_netreceiver.probes.dns import DnsCollector, DnsSettings
-    from otel_netreceiver.probes.tcp import TcpCollector, TcpSettings
+    from otel_netreceiver.probes.dns import DnsCollector
+    from otel_netreceiver.probes.tcp import TcpCollector
     from otel_netreceiver.probes.udp import UdpCollector
 
     tcp_bounds = {keyword: catalog.metrics[name].bounds
                   for keyword, name in fields.TCP_COLLECTOR_BOUNDS.items()}
     dns_bounds = catalog.metrics[fields.DNS_COLLECTOR_BOUNDS].bounds
     return {
-        RecordKind.TCP: lambda: TcpCollector(TcpSettings(**tcp_bounds)),
-        RecordKind.UDP: UdpCollector,
-        RecordKind.DNS: lambda: DnsCollector(DnsSettings(bounds=dns_bounds), names=names),
+        RecordKind.TCP: lambda: TcpCollector(replace(probes.tcp, **tcp_bounds)),
+        RecordKind.UDP: lambda: UdpCollector(probes.udp),
+        RecordKind.DNS: lambda: DnsCollector(replace(probes.dns, bounds=dns_bounds), names=names),
     }
 
 
@@ -194,8 +195,11 @@ def build(config: Config, catalog: Catalog | None = None,
     names_enricher = []
     if loaders is None:
         from otel_netreceiver.enrich.dns_names import DnsNames, DnsPeerResolver
-        names = DnsNames()
-        loaders, names_enricher = default_loaders(catalog, names), [DnsPeerResolver(names)]
+        from otel_netreceiver.probes.settings import ProbesConfig
+        probes = config.probes or ProbesConfig()
+        names = DnsNames(capacity=probes.names_cache_size)
+        loaders = default_loaders(catalog, probes, names)
+        names_enricher = [DnsPeerResolver(names)]
     enricher = build_enricher(config.enrich, host, peers=names_enricher)
     start_ns = time.time_ns()
     pipelines: dict[bool, Pipeline] = {}

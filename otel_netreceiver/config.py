@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -20,6 +20,9 @@ import yaml
 from otel_netreceiver.enrich import EnrichConfig
 from otel_netreceiver.metrics.catalog import Catalog
 from otel_netreceiver.metrics.catalog import load as load_catalog
+
+if TYPE_CHECKING:  # probes.settings imports this module
+    from otel_netreceiver.probes.settings import ProbesConfig
 
 EXPORTER_TYPES = ("otlp", "otlphttp", "debug", "prometheus")
 PROTOCOLS = {"grpc": "otlp", "http/protobuf": "otlphttp"}
@@ -72,6 +75,7 @@ class Config:
     service_name: str | None = None
     sdk_disabled: bool = False
     enrich: EnrichConfig = field(default_factory=EnrichConfig)
+    probes: ProbesConfig | None = None  # None: the collectors' own defaults
 
 
 # -- entry points ------------------------------------------------------------------------
@@ -370,6 +374,7 @@ def resolve(document: dict[str, Any], env: Env, catalog: Catalog) -> Config:
     exporters = top.get("exporters", lambda v, w: _exporters(v, w, env), None)
     level, encoding = top.get("service", lambda v, w: _service(v, w, env), (env.log_level or "info", "console"))
     enrich = top.get("enrich", _enrich, EnrichConfig())
+    probes = top.get("probes", _probes, None)
     top.done()
     return Config(
         collection_interval_s=interval,
@@ -384,6 +389,7 @@ def resolve(document: dict[str, Any], env: Env, catalog: Catalog) -> Config:
         service_name=env.service_name,
         sdk_disabled=bool(env.sdk_disabled),
         enrich=enrich,
+        probes=probes,
     )
 
 
@@ -426,6 +432,12 @@ def _enrich(value: Any, where: str) -> EnrichConfig:
     """`enrich:` is parsed by enrichment's own reader (docs/resources.md)."""
     from otel_netreceiver.enrich.settings import enrich_config  # it imports this module
     return enrich_config(value, where)
+
+
+def _probes(value: Any, where: str):
+    """`probes:` is parsed by the probes' own reader (map sizes, DNS capture)."""
+    from otel_netreceiver.probes.settings import probes_config  # it imports this module
+    return probes_config(value, where)
 
 
 def _exporters(value: Any, where: str, env: Env) -> tuple[ExporterConfig, ...]:

@@ -11,6 +11,7 @@ from otel_netreceiver.enrich.base import Enricher
 from otel_netreceiver.flows.model import RecordKind
 from otel_netreceiver.metrics import catalog
 from otel_netreceiver.metrics.builder import BuildSettings, MetricsBuilder
+from otel_netreceiver.probes.settings import ProbesConfig, probes_config
 from tests.support.fake_source import FakeCollector
 
 CATALOG = catalog.load()
@@ -120,11 +121,25 @@ def test_build_groups_exporters_by_temporality():
 
 
 def test_default_loaders_pass_catalog_bounds():
-    tcp = agent.default_loaders(CATALOG)[RecordKind.TCP]()
+    loaders = agent.default_loaders(CATALOG, ProbesConfig())
+    tcp = loaders[RecordKind.TCP]()
     assert tcp.settings.duration_bounds == CATALOG.metrics["tcp.connection.duration"].bounds
     assert tcp.settings.rtt_bounds == CATALOG.metrics["tcp.rtt"].bounds
-    dns = agent.default_loaders(CATALOG)[RecordKind.DNS]()
+    dns = loaders[RecordKind.DNS]()
     assert dns.settings.bounds == CATALOG.metrics["dns.lookup.duration"].bounds
+
+
+def test_default_loaders_pass_the_configured_probe_settings():
+    probes = probes_config({"tcp": {"max_sockets": 1000, "max_flows": 500},
+                            "udp": {"max_flows": 300},
+                            "dns": {"ports": [53, 5353], "timeout": "2s", "max_names": 7}})
+    loaders = agent.default_loaders(CATALOG, probes)
+    tcp, udp, dns = (loaders[kind]() for kind in (RecordKind.TCP, RecordKind.UDP, RecordKind.DNS))
+    assert (tcp.settings.sockets_max, tcp.settings.flows_max) == (1000, 500)
+    assert tcp.settings.rtt_bounds == CATALOG.metrics["tcp.rtt"].bounds
+    assert udp.settings.max_flows == 300
+    assert (dns.settings.timeout, dns.settings.max_names) == (2.0, 7)
+    assert udp.settings.skb.dns_ports == dns.settings.skb.dns_ports == (53, 5353)
 
 
 def test_stop_during_a_stuck_periodic_export_still_ends_with_the_final_one(monkeypatch):

@@ -195,6 +195,16 @@ BAD_FILES = [
     ("enrich:\n  kubernetes: {enabled: true, nodename: x}\n", "enrich.kubernetes: unknown key 'nodename'"),
     ("enrich:\n  kubernetes: {labels: app}\n", "enrich.kubernetes.labels: expected a list"),
     ("a: [\n", "not valid YAML"),
+    ("probes:\n  tcp: {max_sockets: 0}\n", "probes.tcp.max_sockets: expected a whole number of at least 1"),
+    ("probes:\n  tcp: {max_flows: lots}\n", "probes.tcp.max_flows: expected a whole number"),
+    ("probes:\n  tcp: {sockets: 10}\n", "probes.tcp: unknown key 'sockets'"),
+    ("probes:\n  udp: {max_flows: true}\n", "probes.udp.max_flows: expected a whole number"),
+    ("probes:\n  dns: {ports: 53}\n", "probes.dns.ports: expected a list of 1 to 8 ports"),
+    ("probes:\n  dns: {ports: [53, 70000]}\n", "probes.dns.ports[1]: expected a port from 1 to 65535"),
+    ("probes:\n  dns: {timeout: 5}\n", "probes.dns.timeout: bad duration"),
+    ("probes:\n  dns: {ring_buffer_size: 10000}\n", "probes.dns.ring_buffer_size: expected a power of two"),
+    ("probes:\n  dns: {over_tcp: no thanks}\n", "probes.dns.over_tcp: expected true or false"),
+    ("probes: [tcp]\n", "probes: expected a mapping"),
 ]
 
 
@@ -279,3 +289,20 @@ enrich:
             enrich.cloud_timeout_s) == (True, False, True, ("ec2", "gcp"), 0.5)
     assert (enrich.kubernetes.enabled, enrich.kubernetes.node_name, enrich.kubernetes.labels,
             enrich.kubernetes.sync_timeout_s) == (True, "node-1", ("app", "*"), 2.0)
+
+
+def test_probe_settings_come_from_the_file(tmp_path):
+    settings = load(write(tmp_path, """
+probes:
+  tcp: {max_sockets: 200000, idle_intervals: 3}
+  dns: {ports: [53, 5353], over_tcp: false, timeout: 1500ms, names_cache_size: 10}
+"""), {})
+    probes = settings.probes
+    assert (probes.tcp.sockets_max, probes.tcp.flows_max, probes.tcp.idle_intervals) == (200000, 16384, 3)
+    assert (probes.dns.timeout, probes.names_cache_size) == (1.5, 10)
+    assert probes.udp.skb == probes.dns.skb
+    assert (probes.dns.skb.dns_ports, probes.dns.skb.dns_over_tcp) == ((53, 5353), False)
+
+
+def test_probe_settings_default_without_the_section(tmp_path):
+    assert load(write(tmp_path, "collection_interval: 5s\n"), {}).probes is None
