@@ -45,6 +45,7 @@ def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...])
 class _Entry:
     series: Series
     idle: int = 0
+    handed_out: Series | None = None  # the copy last put in a snapshot; None once changed
 
 
 class FlowTable:
@@ -67,6 +68,7 @@ class FlowTable:
                 stats = empty_tcp(self.duration_bounds, self.rtt_bounds)
                 entry = self._entries[key] = _Entry(Series(start_ns=now_ns, stats=stats))
             add_tcp(entry.series.stats, delta)
+            entry.handed_out = None
             entry.idle = -1  # becomes 0 below: changed this interval
         self._age()
 
@@ -77,6 +79,13 @@ class FlowTable:
                 del self._entries[key]
 
     def fill(self, snapshot: Snapshot) -> None:
-        """Copy every series into `snapshot.tcp` (the snapshot may be kept by others)."""
+        """Put every series into `snapshot.tcp`, as copies the table never changes.
+
+        Snapshots may outlive the interval, so they get copies; a series unchanged since
+        the last fill gets the same copy again, so the work per interval follows the keys
+        that changed, not every key tracked. Readers of a snapshot must not modify it.
+        """
         for key, entry in self._entries.items():
-            snapshot.tcp[key] = copy.deepcopy(entry.series)
+            if entry.handed_out is None:
+                entry.handed_out = copy.deepcopy(entry.series)
+            snapshot.tcp[key] = entry.handed_out

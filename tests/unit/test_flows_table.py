@@ -74,6 +74,19 @@ def test_snapshot_gets_copies():
     assert first.tcp[key()].stats.opened == 1
 
 
+def test_unchanged_series_are_not_copied_again():
+    table = FlowTable(DURATION, RTT)
+    table.apply({key(port=80): delta(opened=1), key(port=443): delta(opened=1)}, now_ns=1)
+    first = Snapshot(time_ns=1)
+    table.fill(first)
+    table.apply({key(port=443): delta(opened=2)}, now_ns=2)
+    second = Snapshot(time_ns=2)
+    table.fill(second)
+    assert second.tcp[key(port=80)] is first.tcp[key(port=80)]
+    assert second.tcp[key(port=443)] is not first.tcp[key(port=443)]
+    assert (first.tcp[key(port=443)].stats.opened, second.tcp[key(port=443)].stats.opened) == (1, 3)
+
+
 def test_keys_stay_apart():
     table = FlowTable(DURATION, RTT)
     table.apply({key(port=80): delta(opened=1), key(port=443): delta(opened=3)}, now_ns=1)
