@@ -1,5 +1,6 @@
 """Exporters: OTLP gRPC and HTTP into in-test receivers, the debug summary, Prometheus."""
 
+import dataclasses
 import io
 import urllib.request
 
@@ -9,8 +10,9 @@ from otel_netreceiver.config import ExporterConfig, TlsSettings
 from otel_netreceiver.enrich.base import Enricher
 from otel_netreceiver.export import create
 from otel_netreceiver.export.debug import DebugExporter
+from otel_netreceiver.export.otlp import MAX_POINTS_PER_REQUEST
 from otel_netreceiver.export.prometheus import metric_name
-from otel_netreceiver.flows.model import Snapshot
+from otel_netreceiver.flows.model import Series, Snapshot
 from otel_netreceiver.metrics import catalog
 from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
 from tests.support import fake_source
@@ -127,3 +129,27 @@ def unused_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("receiver_type, kind", [(GrpcReceiver, "otlp"), (HttpReceiver, "otlphttp")])
+def test_large_exports_are_split_into_requests_a_collector_accepts(receiver_type, kind):
+    """1,000 flow series (>12,000 points) leave in several requests, none over the limit,
+    and every point arrives once."""
+    builder = MetricsBuilder(CATALOG, BuildSettings(frozenset(CATALOG.metrics)), {"host.name": "h"}, 1)
+    snapshot = Snapshot(2_000_000_000)
+    for port in range(1000):
+        key = dataclasses.replace(fake_source.OUT, server_port=port + 1)
+        snapshot.tcp[key] = Series(fake_source.START_NS, fake_source.tcp_stats(1))
+    data = builder.build(Enricher({"host.name": "h"}).enrich(snapshot), AgentTelemetry({}, 0.5))
+    sent = sum(len(m.data.data_points) for rm in data.resource_metrics
+               for sm in rm.scope_metrics for m in sm.metrics)
+    with receiver_type() as receiver:
+        suffix = "/v1/metrics" if kind == "otlphttp" else ""
+        exporter = create(ExporterConfig(kind, kind, endpoint=receiver.endpoint + suffix, timeout_s=30))
+        assert exporter.export(data)
+        exporter.shutdown()
+        sizes = [sum(len(m.gauge.data_points) + len(m.sum.data_points) + len(m.histogram.data_points)
+                     for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
+                 for request in receiver.received.requests]
+    assert sent > 12_000 and len(sizes) >= 2
+    assert max(sizes) <= MAX_POINTS_PER_REQUEST and sum(sizes) == sent
