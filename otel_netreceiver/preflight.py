@@ -20,7 +20,9 @@ from otel_netreceiver.probes import loader
 REQUIRED_TRACEPOINTS = ("sock/inet_sock_set_state", "tcp/tcp_retransmit_skb",
                         "tcp/tcp_receive_reset", "tcp/tcp_send_reset")
 EXPECTED_OBJECTS = ("tcp.bpf.o", "udp.bpf.o", "dns.bpf.o")  # one per collector
-MIN_KERNEL = (5, 8)
+# 6.3: sock:sock_send_length / sock_recv_length (owner of accepted connections);
+# 6.2: bpf_rdonly_cast (UDP server side); 5.8+ for CO-RE, ring buffer and tp_btf.
+MIN_KERNEL = (6, 3)
 MEMCG_KERNEL = (5, 11)  # from here BPF memory is charged to the cgroup, not to memlock
 MIN_MEMLOCK = 64 << 20
 
@@ -71,7 +73,7 @@ def kernel_version(release: str) -> tuple[int, int]:
 def kernel(system: System) -> Check:
     ok = kernel_version(system.release) >= MIN_KERNEL
     return Check("kernel", ok, f"Linux {system.release}",
-                 "upgrade to Linux 5.8 or later (CO-RE, ring buffer, tp_btf)")
+                 "upgrade to Linux 6.3 or later (tp_btf sock_send_length/sock_recv_length, bpf_rdonly_cast)")
 
 
 def btf(system: System) -> Check:
@@ -105,7 +107,7 @@ def tracepoints(system: System) -> Check:
                      "mount -t tracefs nodev /sys/kernel/tracing")
     if missing:
         return Check("tracepoints", False, f"missing {', '.join(missing)}",
-                     "use a kernel with these tracepoints (Linux 5.8+, CONFIG_TRACEPOINTS=y)")
+                     "use a kernel with these tracepoints (Linux 6.3+, CONFIG_TRACEPOINTS=y)")
     return Check("tracepoints", True, f"{len(wanted)} present in {where}")
 
 

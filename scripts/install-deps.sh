@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what otel-netreceiver needs on Debian 12 / Ubuntu 22.04+ (run as root):
+# Installs what otel-netreceiver needs on Debian 12 or 13 (run as root):
 # the BPF toolchain and libbpf, and the real peers the tests and benchmarks drive.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive

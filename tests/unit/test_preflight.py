@@ -23,7 +23,7 @@ def system(tmp_path):
     (objects / "tcp.bpf.o").write_bytes(b"\0tp_btf/inet_sock_set_state\0")
     for name in ("udp.bpf.o", "dns.bpf.o"):
         (objects / name).write_bytes(b"\0cgroup_skb/egress\0")
-    return preflight.System(release="6.1.0-13-amd64", btf=tmp_path / "btf", tracefs=(tmp_path / "none",),
+    return preflight.System(release="6.12.48+deb13-amd64", btf=tmp_path / "btf", tracefs=(tmp_path / "none",),
                             mounts=tmp_path / "mounts", status=tmp_path / "status", objects=objects,
                             memlock=lambda: 65536, load_library=lambda name: object())
 
@@ -39,7 +39,8 @@ def broken_library(name):
 
 @pytest.mark.parametrize("change, name, fix", [
     (lambda s: s.status.write_text(USER_STATUS), "privileges", "run as root"),
-    (lambda s: setattr(s, "release", "4.19.0-25-amd64"), "kernel", "5.8"),
+    (lambda s: setattr(s, "release", "4.19.0-25-amd64"), "kernel", "6.3"),
+    (lambda s: setattr(s, "release", "6.1.0-28-amd64"), "kernel", "6.3"),
     (lambda s: s.btf.unlink(), "BTF", "CONFIG_DEBUG_INFO_BTF"),
     (lambda s: setattr(s, "load_library", broken_library), "libbpf", "apt-get install libbpf1"),
     (lambda s: s.btf.write_bytes(b"btf_trace_inet_sock_set_state\0"), "tracepoints", "tracepoints"),
