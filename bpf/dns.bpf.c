@@ -98,6 +98,10 @@ static __always_inline int capture(struct __sk_buff *skb, int sent)
 	if (sk->protocol != IPPROTO_UDP &&
 	    !(sk->protocol == IPPROTO_TCP && (settings.flags & NR_SKB_SETTING_DNS_TCP)))
 		return 1;
+	/* A TCP socket is connected: its peer port says whether it talks DNS, so the
+	 * packets of every other TCP connection leave before any header is read. */
+	if (sk->protocol == IPPROTO_TCP && !dns_port(bpf_ntohs(sk->dst_port)))
+		return 1;
 	if (nr_parse(skb, sent, settings.flags & NR_SKB_SETTING_IPV6, &pkt) ||
 	    pkt.protocol != sk->protocol || !dns_port(pkt.remote_port) || !pkt.payload_len)
 		return 1;
