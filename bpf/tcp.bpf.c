@@ -156,12 +156,13 @@ static __always_inline void hist_add(struct nr_histogram *hist, const volatile _
 
 /* --- reading the socket ------------------------------------------------------------- */
 
+/* tp_btf hands over a trusted BTF pointer: plain (CO-RE relocated) loads, no helper call.
+ * This runs on every send and receive of every socket, so it stays this cheap. */
 static __always_inline bool is_tcp_inet(const struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 
-	return (family == AF_INET || family == AF_INET6) &&
-	       BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+	return (family == AF_INET || family == AF_INET6) && sk->sk_protocol == IPPROTO_TCP;
 }
 
 static __always_inline __u64 netns_of(const struct sock *sk)
