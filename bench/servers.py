@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.hosts import Host, host_pair
+from tests.support.processes import stop
 
 PREFIX, SUBNET = "nre", "198.18.50"
 
@@ -60,12 +61,7 @@ def process(argv: list[str], address: str, port: int, proto: str = "tcp", log: P
         _wait_listening(proc, argv, address, port, proto)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=10)
 
 
 def _wait_listening(proc, argv, address: str, port: int, proto: str, timeout: float = 10.0) -> None:

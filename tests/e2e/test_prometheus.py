@@ -21,6 +21,7 @@ from tests.support import traffic
 from tests.support.agent_process import agent_process
 from tests.support.hosts import host_pair
 from tests.support.otlp_server import GrpcReceiver
+from tests.support.processes import stop
 
 pytestmark = pytest.mark.e2e
 
@@ -78,12 +79,7 @@ scrape_configs:
     try:
         yield web, target
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=15)
 
 
 def test_promql_returns_the_connection_count(tmp_path, prometheus):

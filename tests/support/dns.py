@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 
@@ -52,12 +54,7 @@ def dnsmasq(host, records: dict[str, str], port: int = 53, ttl: int = 300,
         _wait_until_answering(host, port, process)
         yield DnsServer(address, port, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=5)
 
 
 def _wait_until_answering(host, port: int, process: subprocess.Popen) -> None:
