@@ -327,6 +327,18 @@ def duration(value: Any, where: str, allow_zero: bool = False) -> float:
     return seconds
 
 
+def mapping(value: Any, where: str, known: set[str]) -> dict:
+    """A mapping whose keys are all in `known`; None is an empty mapping."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = sorted(str(key) for key in set(value) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return value
+
+
 def boolean(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")

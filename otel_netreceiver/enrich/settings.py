@@ -17,20 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from otel_netreceiver.config import ConfigError, boolean, duration, string
+from otel_netreceiver.config import ConfigError, boolean, duration, mapping, string
 from otel_netreceiver.enrich import EnrichConfig, KubernetesConfig
 from otel_netreceiver.enrich.cloud import DETECTORS
-
-
-def _section(value: Any, where: str, known: set[str]) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    return value
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -51,9 +40,9 @@ def _detectors(value: Any, where: str) -> tuple[str, ...]:
 
 def enrich_config(value: Any, where: str = "enrich") -> EnrichConfig:
     """An EnrichConfig from the parsed (env-expanded) `enrich:` mapping; None gives defaults."""
-    top = _section(value, where, {"containers", "peers", "process", "cloud", "kubernetes"})
-    process = _section(top.get("process"), f"{where}.process", {"pid", "command"})
-    cloud = _section(top.get("cloud"), f"{where}.cloud", {"detectors", "timeout"})
+    top = mapping(value, where, {"containers", "peers", "process", "cloud", "kubernetes"})
+    process = mapping(top.get("process"), f"{where}.process", {"pid", "command"})
+    cloud = mapping(top.get("cloud"), f"{where}.cloud", {"detectors", "timeout"})
     defaults = EnrichConfig()
     return EnrichConfig(
         containers=boolean(top.get("containers", True), f"{where}.containers"),
@@ -70,7 +59,7 @@ def enrich_config(value: Any, where: str = "enrich") -> EnrichConfig:
 
 def _kubernetes(value: Any, where: str) -> KubernetesConfig:
     keys = {"enabled", "node_name", "kubeconfig", "labels", "annotations", "sync_timeout"}
-    section = _section(value, where, keys)
+    section = mapping(value, where, keys)
     return KubernetesConfig(
         enabled=boolean(section.get("enabled", False), f"{where}.enabled"),
         node_name=string(section.get("node_name", ""), f"{where}.node_name"),

@@ -55,17 +55,19 @@ def _metric(m: MetricDef) -> str:
         lines.append(f"- bucket boundaries (s): {', '.join(f'{b:g}' for b in m.bounds)}")
     if m.attributes:
         lines += ["", "| attribute | type | values | description |", "|---|---|---|---|"]
-        lines += [f"| `{a.name}` | {a.type} | {', '.join(a.enum) or 'any'} | {a.description} |"
-                  for a in m.attributes]
+        lines += [_attribute_row(a) for a in m.attributes]
     return "\n".join(lines) + "\n"
 
 
 def _attributes(catalog: Catalog) -> str:
     lines = ["## Data point attributes", "", "| attribute | type | values | description |",
              "|---|---|---|---|"]
-    lines += [f"| `{a.name}` | {a.type} | {', '.join(a.enum) or 'any'} | {a.description} |"
-              for a in catalog.attributes.values()]
+    lines += [_attribute_row(a) for a in catalog.attributes.values()]
     return "\n".join(lines) + "\n"
+
+
+def _attribute_row(a) -> str:
+    return f"| `{a.name}` | {a.type} | {', '.join(a.enum) or 'any'} | {a.description} |"
 
 
 def _resource_attributes(catalog: Catalog) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from otel_netreceiver.config import ConfigError, boolean, duration
+from otel_netreceiver.config import ConfigError, boolean, duration, mapping
 from otel_netreceiver.probes.abi import MAX_DNS_PORTS
 from otel_netreceiver.probes.cgroup_skb import SkbSettings
 from otel_netreceiver.probes.dns import DnsSettings
@@ -45,11 +45,11 @@ class ProbesConfig:
 
 def probes_config(value: Any, where: str = "probes") -> ProbesConfig:
     """A ProbesConfig from the parsed (env-expanded) `probes:` mapping; None gives defaults."""
-    top = _section(value, where, {"tcp", "udp", "dns"})
-    tcp = _section(top.get("tcp"), f"{where}.tcp",
+    top = mapping(value, where, {"tcp", "udp", "dns"})
+    tcp = mapping(top.get("tcp"), f"{where}.tcp",
                    {"max_sockets", "max_flows", "max_listeners", "idle_intervals"})
-    udp = _section(top.get("udp"), f"{where}.udp", {"max_flows", "idle_intervals"})
-    dns = _section(top.get("dns"), f"{where}.dns",
+    udp = mapping(top.get("udp"), f"{where}.udp", {"max_flows", "idle_intervals"})
+    dns = mapping(top.get("dns"), f"{where}.dns",
                    {"ports", "over_tcp", "timeout", "max_names", "max_pending",
                     "ring_buffer_size", "names_cache_size"})
     skb = _skb(dns, f"{where}.dns")
@@ -76,17 +76,6 @@ def probes_config(value: Any, where: str = "probes") -> ProbesConfig:
         names_cache_size=_count(dns, "names_cache_size", f"{where}.dns",
                                 ProbesConfig.names_cache_size),
     )
-
-
-def _section(value: Any, where: str, known: set[str]) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    unknown = sorted(str(key) for key in set(value) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    return value
 
 
 def _count(section: dict, key: str, where: str, default: int) -> int:
