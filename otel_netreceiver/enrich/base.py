@@ -12,12 +12,15 @@ from typing import Protocol
 
 from otel_netreceiver.flows.model import (
     AttributeValue,
+    Direction,
     DnsKey,
     EnrichedSnapshot,
+    Family,
     FlowKey,
     Record,
     RecordKind,
     Snapshot,
+    Transport,
     Workload,
 )
 
@@ -55,15 +58,19 @@ class HostOnly:
 
 def flow_attributes(key: FlowKey) -> Attributes:
     """The catalog's flow attributes; `server.address` defaults to the server's IP."""
-    outgoing = key.direction.value == "outgoing"
+    outgoing = key.direction is Direction.OUTGOING
     return {
-        "network.transport": key.transport.value,
-        "network.type": key.family.value,
-        "network.connection.direction": key.direction.value,
+        "network.transport": _TEXT[key.transport],
+        "network.type": _TEXT[key.family],
+        "network.connection.direction": _TEXT[key.direction],
         "network.peer.address": key.peer_address,
         "server.address": key.peer_address if outgoing else key.local_address,
         "server.port": key.server_port,
     }
+
+
+# Enum member -> attribute text, read once (an Enum's `.value` is a slow property).
+_TEXT = {member: member.value for enum in (Transport, Family, Direction) for member in enum}
 
 
 def dns_attributes(key: DnsKey) -> Attributes:
@@ -107,17 +114,24 @@ class Enricher:
             observe = getattr(peer, "observe", None)
             if observe is not None:
                 observe(snapshot)
+        # Thousands of series share a few workloads: resolve each workload once per snapshot.
+        described: dict[Workload, tuple[tuple, Attributes]] = {}
         for kind, table in ((RecordKind.TCP, snapshot.tcp), (RecordKind.UDP, snapshot.udp)):
             for key, series in table.items():
                 attributes = flow_attributes(key)
                 for peer in self._peers:
                     attributes.update(peer.peer_attributes(key))
-                out.records.append(self._record(kind, key.workload, attributes, series))
+                out.records.append(self._record(described, kind, key.workload, attributes, series))
         for key, series in snapshot.dns.items():
-            out.records.append(self._record(RecordKind.DNS, key.workload, dns_attributes(key), series))
+            out.records.append(self._record(described, RecordKind.DNS, key.workload,
+                                            dns_attributes(key), series))
         return out
 
-    def _record(self, kind, workload, attributes, series) -> Record:
-        attributes.update(self._workloads.point_attributes(workload))
-        resource = {**self._host, **self._workloads.resource(workload)}
-        return Record(kind, tuple(sorted(resource.items())), attributes, series)
+    def _record(self, described: dict, kind, workload, attributes, series) -> Record:
+        found = described.get(workload)
+        if found is None:
+            resource = {**self._host, **self._workloads.resource(workload)}
+            found = described[workload] = (tuple(sorted(resource.items())),
+                                           self._workloads.point_attributes(workload))
+        attributes.update(found[1])
+        return Record(kind, found[0], attributes, series)

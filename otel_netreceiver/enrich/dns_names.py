@@ -108,7 +108,7 @@ class DnsPeerResolver:
         self._names = names
 
     def peer_attributes(self, key: FlowKey) -> dict[str, str]:
-        if key.direction != Direction.OUTGOING:
+        if key.direction is not Direction.OUTGOING:
             return {}
         name = self._names.name_for(key.workload.cgroup_id, key.peer_address)
         return {"server.address": name} if name else {}
