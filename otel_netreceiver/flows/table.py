@@ -7,7 +7,6 @@ that stayed idle (no change and no active connection) for `idle_intervals` inter
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from .model import FailureReason, FlowKey, Histogram, Series, Snapshot, TcpStats
@@ -30,9 +29,23 @@ def _add_hist(total: Histogram | None, delta: Histogram | None) -> Histogram | N
     if delta is None:
         return total
     if total is None:
-        return copy.deepcopy(delta)
+        return copy_histogram(delta)
     total.merge(delta)
     return total
+
+
+def copy_histogram(hist: Histogram | None) -> Histogram | None:
+    return None if hist is None else Histogram(hist.bounds, list(hist.counts), hist.sum, hist.count)
+
+
+def copy_series(series: Series) -> Series:
+    """An independent copy of a TCP series (`copy.deepcopy` costs ~20x more per series)."""
+    stats = series.stats
+    return Series(series.start_ns, TcpStats(
+        stats.opened, stats.closed, stats.active, dict(stats.failed), stats.bytes_sent,
+        stats.bytes_received, stats.packets_sent, stats.packets_received, stats.retransmits,
+        stats.resets_sent, stats.resets_received, copy_histogram(stats.duration),
+        copy_histogram(stats.rtt)))
 
 
 def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...]) -> TcpStats:
@@ -87,5 +100,5 @@ class FlowTable:
         """
         for key, entry in self._entries.items():
             if entry.handed_out is None:
-                entry.handed_out = copy.deepcopy(entry.series)
+                entry.handed_out = copy_series(entry.series)
             snapshot.tcp[key] = entry.handed_out

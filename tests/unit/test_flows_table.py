@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from otel_netreceiver.flows.model import (Direction, FailureReason, Family, FlowKey, Histogram,
-                                          Snapshot, TcpStats, Transport, Workload)
-from otel_netreceiver.flows.table import FlowTable, add_tcp, empty_tcp
+                                          Series, Snapshot, TcpStats, Transport, Workload)
+from otel_netreceiver.flows.table import FlowTable, add_tcp, copy_series, empty_tcp
 
 DURATION, RTT = (0.1, 1.0), (0.001,)
 
@@ -93,3 +95,19 @@ def test_keys_stay_apart():
     snap = Snapshot(time_ns=1)
     table.fill(snap)
     assert {k.server_port: s.stats.opened for k, s in snap.tcp.items()} == {80: 1, 443: 3}
+
+
+def test_copy_series_copies_every_field_and_shares_nothing_mutable():
+    values = {f.name: index + 1 for index, f in enumerate(dataclasses.fields(TcpStats))}
+    values["failed"] = {FailureReason.REFUSED: 3}
+    values["duration"] = Histogram(DURATION, [1, 2, 3], 4.5, 6)
+    values["rtt"] = Histogram(RTT, [7, 8], 0.5, 15)
+    original = Series(start_ns=42, stats=TcpStats(**values))
+    copied = copy_series(original)
+    assert copied == original
+    copied.stats.failed[FailureReason.REFUSED] += 1
+    copied.stats.duration.counts[0] += 1
+    copied.stats.rtt.merge(Histogram(RTT, [1, 1], 1.0, 2))
+    assert original.stats == TcpStats(**values)
+    assert original.stats.failed == {FailureReason.REFUSED: 3}
+    assert original.stats.duration.counts == [1, 2, 3] and original.stats.rtt.count == 15
