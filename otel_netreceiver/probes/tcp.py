@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import struct
 import time
 from dataclasses import dataclass
 
@@ -70,20 +71,36 @@ def decode_key(raw: abi.FlowKey) -> FlowKey:
 
 def decode_hist(raw: abi.Histogram, bounds: tuple[float, ...]) -> Histogram:
     """A kernel histogram (ns) in seconds; buckets past len(bounds) fold into overflow."""
-    counts = list(raw.buckets[:len(bounds)]) + [sum(raw.buckets[len(bounds):])]
-    return Histogram(bounds=bounds, counts=counts, sum=raw.sum_ns / 1e9, count=raw.count)
+    return _histogram(list(raw.buckets), raw.sum_ns, raw.count, bounds)
+
+
+def _histogram(buckets: list[int], sum_ns: int, count: int, bounds: tuple[float, ...]) -> Histogram:
+    counts = buckets[:len(bounds)]
+    counts.append(sum(buckets[len(bounds):]))
+    return Histogram(bounds=bounds, counts=counts, sum=sum_ns / 1e9, count=count)
+
+
+# struct nr_flow_stats in one unpack (reading ctypes fields one by one costs ~20 µs a
+# key): every field is 8 bytes; tests/unit/test_abi.py checks the size against the mirror.
+_HIST_WORDS = abi.HIST_BUCKETS + 2
+FLOW_STATS = struct.Struct(f"<QQq{abi.FAIL_MAX}Q5q2Q{_HIST_WORDS}Q{_HIST_WORDS}Q")
+_REASONS = [_FAILURES[abi.Failure(i)] for i in range(abi.FAIL_MAX)]
 
 
 def decode_stats(raw: abi.FlowStats, settings: TcpSettings) -> TcpStats:
     """The kernel's struct nr_flow_stats (one interval's deltas) as TcpStats."""
+    v = FLOW_STATS.unpack(bytes(raw))
+    fail_end = 3 + abi.FAIL_MAX
+    duration, rtt = fail_end + 7, fail_end + 7 + _HIST_WORDS
     return TcpStats(
-        opened=raw.opened, closed=raw.closed, active=raw.active,
-        failed={_FAILURES[abi.Failure(i)]: raw.failed[i] for i in range(abi.FAIL_MAX)},
-        bytes_sent=raw.bytes_tx, bytes_received=raw.bytes_rx,
-        packets_sent=raw.packets_tx, packets_received=raw.packets_rx,
-        retransmits=raw.retransmits, resets_sent=raw.resets_tx, resets_received=raw.resets_rx,
-        duration=decode_hist(raw.duration, settings.duration_bounds),
-        rtt=decode_hist(raw.rtt, settings.rtt_bounds),
+        opened=v[0], closed=v[1], active=v[2],
+        failed=dict(zip(_REASONS, v[3:fail_end])),
+        bytes_sent=v[fail_end], bytes_received=v[fail_end + 1],
+        packets_sent=v[fail_end + 2], packets_received=v[fail_end + 3],
+        retransmits=v[fail_end + 4], resets_sent=v[fail_end + 5], resets_received=v[fail_end + 6],
+        duration=_histogram(list(v[duration:duration + abi.HIST_BUCKETS]), v[rtt - 2], v[rtt - 1],
+                            settings.duration_bounds),
+        rtt=_histogram(list(v[rtt:rtt + abi.HIST_BUCKETS]), v[-2], v[-1], settings.rtt_bounds),
     )
 
 
@@ -97,6 +114,7 @@ class TcpCollector:
         self.clock = clock
         self.table = FlowTable(self.settings.duration_bounds, self.settings.rtt_bounds,
                                self.settings.idle_intervals)
+        self._keys: dict[bytes, FlowKey] = {}  # kernel key bytes -> decoded key
         self._loader: Loader | None = None
         self._inner: list[libbpf.BpfMap] = []
         self._slot = 0
@@ -166,12 +184,22 @@ class TcpCollector:
         self.drained_last = len(entries)
         deltas: dict[FlowKey, TcpStats] = {}
         for raw_key, raw_stats in entries:
-            key, stats = decode_key(raw_key), decode_stats(raw_stats, self.settings)
+            key, stats = self._decode_key(raw_key), decode_stats(raw_stats, self.settings)
             if key in deltas:  # distinct kernel keys can decode alike (e.g. comm bytes)
                 add_tcp(deltas[key], stats)
             else:
                 deltas[key] = stats
         return deltas
+
+    def _decode_key(self, raw: abi.FlowKey) -> FlowKey:
+        """decode_key, remembered by the key's bytes: active keys come back every interval."""
+        data = bytes(raw)
+        key = self._keys.get(data)
+        if key is None:
+            if len(self._keys) >= 2 * self.settings.flows_max:
+                self._keys.clear()
+            key = self._keys[data] = decode_key(raw)
+        return key
 
     def _set_slot(self, slot: int) -> None:
         # update of a map-in-map waits for an RCU grace period before returning

@@ -10,7 +10,7 @@ import pytest
 from otel_netreceiver.flows.model import Direction, Family, FailureReason, Transport
 from otel_netreceiver.probes import abi, libbpf
 from otel_netreceiver.probes.loader import OBJECTS_DIR
-from otel_netreceiver.probes.tcp import TcpSettings, decode_hist, decode_key, decode_stats
+from otel_netreceiver.probes.tcp import FLOW_STATS, TcpSettings, decode_hist, decode_key, decode_stats
 
 OBJECT = OBJECTS_DIR / "tcp.bpf.o"
 
@@ -100,3 +100,30 @@ def test_decode_stats():
     assert (stats.bytes_sent, stats.bytes_received, stats.retransmits) == (10, 20, 1)
     assert stats.failed[FailureReason.TIMEOUT] == 7 and stats.failed[FailureReason.REFUSED] == 0
     assert len(stats.duration.counts) == len(TcpSettings().duration_bounds) + 1
+
+
+def test_decode_stats_reads_every_field_in_place():
+    raw = abi.FlowStats()
+    names = [name for name, _ in abi.FlowStats._fields_ if name not in ("failed", "duration", "rtt")]
+    for number, name in enumerate(names, start=1):
+        setattr(raw, name, number * 11)
+    for i in range(abi.FAIL_MAX):
+        raw.failed[i] = 100 + i
+    for hist, base in ((raw.duration, 1000), (raw.rtt, 2000)):
+        for i in range(abi.HIST_BUCKETS):
+            hist.buckets[i] = base + i
+        hist.sum_ns, hist.count = base * 1_000_000, base + 99
+    settings = TcpSettings()
+    stats = decode_stats(raw, settings)
+    assert [stats.opened, stats.closed, stats.active] == [11, 22, 33]
+    assert [stats.bytes_sent, stats.bytes_received, stats.packets_sent, stats.packets_received,
+            stats.retransmits, stats.resets_sent, stats.resets_received] == [44, 55, 66, 77, 88, 99, 110]
+    assert list(stats.failed.values()) == [100 + i for i in range(abi.FAIL_MAX)]
+    assert stats.failed[FailureReason.REFUSED] == raw.failed[abi.Failure.REFUSED]
+    assert stats.duration == decode_hist(raw.duration, settings.duration_bounds)
+    assert stats.rtt == decode_hist(raw.rtt, settings.rtt_bounds)
+    assert stats.rtt.sum == 2.0 and stats.rtt.count == 2099
+
+
+def test_flow_stats_unpacks_the_whole_mirror():
+    assert FLOW_STATS.size == ctypes.sizeof(abi.FlowStats)
