@@ -58,7 +58,7 @@ def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...])
 class _Entry:
     series: Series
     idle: int = 0
-    handed_out: Series | None = None  # the copy last put in a snapshot; None once changed
+    shared: bool = False  # `series` is in a snapshot: copy it before the next change
 
 
 class FlowTable:
@@ -80,8 +80,9 @@ class FlowTable:
             if entry is None:
                 stats = empty_tcp(self.duration_bounds, self.rtt_bounds)
                 entry = self._entries[key] = _Entry(Series(start_ns=now_ns, stats=stats))
+            if entry.shared:
+                entry.series, entry.shared = copy_series(entry.series), False
             add_tcp(entry.series.stats, delta)
-            entry.handed_out = None
             entry.idle = -1  # becomes 0 below: changed this interval
         self._age()
 
@@ -92,13 +93,13 @@ class FlowTable:
                 del self._entries[key]
 
     def fill(self, snapshot: Snapshot) -> None:
-        """Put every series into `snapshot.tcp`, as copies the table never changes.
+        """Put every series into `snapshot.tcp`; the table never changes them afterwards.
 
-        Snapshots may outlive the interval, so they get copies; a series unchanged since
-        the last fill gets the same copy again, so the work per interval follows the keys
-        that changed, not every key tracked. Readers of a snapshot must not modify it.
+        Snapshots may outlive the interval, so a handed-out series is copied before the
+        table next changes it (copy on write): one Series per key is kept, an unchanged
+        series is the same object in successive snapshots, and the work per interval
+        follows the keys that changed. Readers of a snapshot must not modify it.
         """
         for key, entry in self._entries.items():
-            if entry.handed_out is None:
-                entry.handed_out = copy_series(entry.series)
-            snapshot.tcp[key] = entry.handed_out
+            snapshot.tcp[key] = entry.series
+            entry.shared = True
