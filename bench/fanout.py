@@ -1,21 +1,32 @@
 """Connections to many (address, port) pairs, so the kernel sees many distinct flow keys.
 
-`python -m bench.fanout serve PORT COUNT` listens on 0.0.0.0 ports PORT..PORT+COUNT-1 and
-accepts and closes until killed; `python -m bench.fanout connect FIRST_ADDR ADDRS PORT
-COUNT` connects once to every pair and prints {"connections": n} as JSON.
+`python -m bench.fanout serve PORT COUNT` listens on 0.0.0.0 ports PORT..PORT+COUNT-1,
+accepts, and reads (and drops) whatever arrives until the peer closes or it is killed.
+`python -m bench.fanout connect FIRST_ADDR ADDRS PORT COUNT` connects to every pair,
+prints {"connections": n} as JSON and keeps them open; then each line `poke K` on stdin
+sends one byte on every K-th connection (K=0: none) and answers `ok`; EOF closes them all.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import resource
 import selectors
 import socket
 import sys
 
 
+def _more_files() -> None:
+    """Allow as many descriptors as the hard limit: thousands of connections stay open."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(port: int, count: int) -> None:
+    _more_files()
     selector = selectors.DefaultSelector()
+    listeners = set()
     for offset in range(count):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -23,27 +34,44 @@ def serve(port: int, count: int) -> None:
         sock.listen(1024)
         sock.setblocking(False)
         selector.register(sock, selectors.EVENT_READ)
+        listeners.add(sock)
     while True:
         for key, _ in selector.select():
+            sock = key.fileobj
             try:
-                conn, _ = key.fileobj.accept()
-                conn.close()
-            except BlockingIOError:
+                if sock in listeners:
+                    conn, _ = sock.accept()
+                    conn.setblocking(False)
+                    selector.register(conn, selectors.EVENT_READ)
+                elif not sock.recv(4096):
+                    selector.unregister(sock)
+                    sock.close()
+            except (BlockingIOError, ConnectionError):
                 pass
 
 
-def connect(first: str, addresses: int, port: int, count: int) -> int:
-    start, made = ipaddress.IPv4Address(first), 0
+def connect(first: str, addresses: int, port: int, count: int) -> list[socket.socket]:
+    _more_files()
+    start, held = ipaddress.IPv4Address(first), []
     for a in range(addresses):
         for offset in range(count):
-            with socket.create_connection((str(start + a), port + offset), timeout=5):
-                made += 1
-    return made
+            held.append(socket.create_connection((str(start + a), port + offset), timeout=5))
+    return held
+
+
+def poke(held: list[socket.socket], every: int) -> None:
+    for sock in held[::every] if every > 0 else []:
+        sock.sendall(b"x")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(int(sys.argv[2]), int(sys.argv[3]))
     else:
-        made = connect(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
-        print(json.dumps({"connections": made}))
+        connections = connect(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        print(json.dumps({"connections": len(connections)}), flush=True)
+        for line in sys.stdin:
+            poke(connections, int(line.split()[1]))
+            print("ok", flush=True)
+        for sock in connections:
+            sock.close()

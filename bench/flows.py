@@ -1,25 +1,41 @@
-"""The real kernel path with N distinct flow keys: collect, then enrich + build + export.
+"""The real kernel path with N distinct flow keys: the agent's whole interval, measured.
 
-The client host connects once to each of A server addresses x K ports; both ends are on
-this machine, so each connection is two flow keys (outgoing on the client, incoming on
-the server): N keys need N/2 connections. Each N runs in a fresh process with the
-TcpCollector's flow map sized to hold N, and reports CPU and wall time of one
-`collect()`, of one enrich + build + OTLP export, and RSS.
+The client host opens one connection to each of A server addresses x K ports and keeps
+them open; both ends are on this machine, so each connection is two flow keys (outgoing
+on the client, incoming on the server): N keys need N/2 connections. Each N runs in a
+fresh process: the agent as `otel-netreceiver run` builds it (default enrichment with
+containers and peers, default catalog, OTLP/HTTP to the null sink), with its TCP
+collector's flow map sized for N. Before each interval a fraction of the connections
+send one byte, so that interval has all, a tenth or none of the series changed; the CPU
+and wall time of `Agent.tick()` (collect + enrich + build + export) are measured per
+interval, and the process's RSS after the run and at its peak.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from bench import procstat, series, servers, sink
 
 FIRST_EXTRA = 10   # server addresses <subnet>.10, .11, ...
 PORT = 20000
 EXPORT_TIMEOUT_S = series.EXPORT_TIMEOUT_S
+# (what changes, poke every K-th connection, intervals)
+PHASES = (("first interval (all keys new)", 1, 1), ("all series changed", 1, 3),
+          ("10% of series changed", 10, 3), ("no series changed", 0, 3))
+AGENT_CONFIG = """\
+exporters:
+  otlphttp:
+    endpoint: {endpoint}
+    timeout: {timeout}s
+"""
 
 
 def shape(n: int) -> tuple[int, int]:
@@ -28,54 +44,58 @@ def shape(n: int) -> tuple[int, int]:
     return addresses, max(1, round(n / 2 / addresses))
 
 
-def measure(n: int, endpoint: str) -> dict[str, float]:
-    from otel_netreceiver.flows.model import Snapshot
+def measure(n: int, endpoint: str) -> dict:
     from otel_netreceiver.probes.tcp import TcpCollector, TcpSettings
 
     addresses, ports = shape(n)
-    with servers.hosts() as pair, TcpCollector(TcpSettings(flows_max=max(16384, 2 * n))) as collector:
+    collector = TcpCollector(TcpSettings(flows_max=max(16384, 2 * n)))
+    with servers.hosts() as pair, collector:
         for i in range(addresses):
             pair.server.run("ip", "addr", "add", f"{servers.SUBNET}.{FIRST_EXTRA + i}/24",
                             "dev", _link(pair.server))
         with servers.process(pair.server.argv(sys.executable, "-m", "bench.fanout", "serve",
                                               str(PORT), str(ports)), "0.0.0.0", PORT):
-            out = pair.client.run(sys.executable, "-m", "bench.fanout", "connect",
-                                  f"{servers.SUBNET}.{FIRST_EXTRA}", str(addresses), str(PORT), str(ports))
-        made = json.loads(out.stdout)["connections"]
-        first = _timed(lambda: _collect(collector))
-        second = _timed(lambda: _collect(collector))
-    snap = second["value"]
-    exported = _export(snap, endpoint)
-    return {"keys": len(snap.tcp), "connections": made,
-            "collect_cpu_ms": first["cpu_ms"], "collect_wall_ms": first["wall_ms"],
-            "steady_collect_cpu_ms": second["cpu_ms"],
-            "export_cpu_ms": exported["cpu_ms"], "export_wall_ms": exported["wall_ms"],
+            client = subprocess.Popen(
+                pair.client.argv(sys.executable, "-m", "bench.fanout", "connect",
+                                 f"{servers.SUBNET}.{FIRST_EXTRA}", str(addresses), str(PORT), str(ports)),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                made = json.loads(client.stdout.readline())["connections"]
+                phases = _intervals(_agent(endpoint, collector), client)
+            finally:
+                client.stdin.close()
+                client.wait(timeout=60)
+        keys, losses = len(collector.table), sum(collector.losses().values())
+    return {"keys": keys, "connections": made, "phases": phases,
             "rss_MiB": procstat.status_kib(_pid(), "VmRSS") / 1024,
             "peak_rss_MiB": procstat.status_kib(_pid(), "VmHWM") / 1024,
-            "losses": sum(snap.losses.values())}
+            "losses": losses}
 
 
-def _collect(collector):
-    from otel_netreceiver.flows.model import Snapshot
-    snap = Snapshot(time.time_ns())
-    collector.collect(snap)
-    return snap
+def _agent(endpoint: str, collector):
+    """The agent `run` would build from a config exporting to `endpoint`, with `collector`."""
+    from otel_netreceiver import agent, config
+    from otel_netreceiver.flows.model import RecordKind
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "agent.yaml")
+        path.write_text(AGENT_CONFIG.format(endpoint=endpoint, timeout=int(EXPORT_TIMEOUT_S)))
+        return agent.build(config.load(path, environ={}), loaders={RecordKind.TCP: lambda: collector})
 
 
-def _export(snap, endpoint: str) -> dict:
-    from otel_netreceiver.config import ExporterConfig
-    from otel_netreceiver.enrich.base import Enricher
-    from otel_netreceiver.export.otlp import OtlpExporter
-    from otel_netreceiver.metrics import catalog as catalog_module
-    from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
-
-    catalog = catalog_module.load()
-    enabled = frozenset(name for name, m in catalog.metrics.items() if m.enabled)
-    builder = MetricsBuilder(catalog, BuildSettings(enabled), {"service.name": "bench"}, 1)
-    enricher = Enricher({"host.name": "bench", "os.type": "linux"})
-    exporter = OtlpExporter(ExporterConfig("otlphttp", "otlphttp", f"{endpoint}/v1/metrics",
-                                           timeout_s=EXPORT_TIMEOUT_S))
-    return _timed(lambda: exporter.export(builder.build(enricher.enrich(snap), AgentTelemetry())))
+def _intervals(the_agent, client) -> list[dict]:
+    rows = []
+    for phase, every, count in PHASES:
+        cpu, wall = [], []
+        for _ in range(count):
+            client.stdin.write(f"poke {every}\n")
+            client.stdin.flush()
+            client.stdout.readline()
+            timed = _timed(the_agent.tick)
+            cpu.append(timed["cpu_ms"])
+            wall.append(timed["wall_ms"])
+        rows.append({"phase": phase, "intervals": count, "cpu_ms": cpu, "wall_ms": wall})
+    return rows
 
 
 def _timed(work) -> dict:
@@ -110,15 +130,18 @@ def run(args) -> int:
 
 
 def render(rows: list[dict]) -> str:
-    lines = ["### real kernel path: N flow keys from many peers (one interval)", "",
-             "| flow keys | connections | collect() CPU ms (wall) | next collect() CPU ms "
-             "| enrich+build+export CPU ms (wall) | RSS MiB | peak RSS MiB | losses |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["### real kernel path: one agent interval (collect + enrich + build + export) "
+             "with N flow keys", "",
+             "| flow keys | connections | interval | CPU ms (median [min–max]) | wall ms "
+             "| CPU µs per key | RSS MiB after | peak RSS MiB | losses |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['keys']:,} | {r['connections']:,} | {r['collect_cpu_ms']:.1f} "
-                     f"({r['collect_wall_ms']:.1f}) | {r['steady_collect_cpu_ms']:.1f} | "
-                     f"{r['export_cpu_ms']:.0f} ({r['export_wall_ms']:.0f}) | {r['rss_MiB']:.1f} | "
-                     f"{r['peak_rss_MiB']:.1f} | {r['losses']} |")
+        for p in r["phases"]:
+            cpu = statistics.median(p["cpu_ms"])
+            spread = f" [{min(p['cpu_ms']):.0f}–{max(p['cpu_ms']):.0f}]" if len(p["cpu_ms"]) > 1 else ""
+            lines.append(f"| {r['keys']:,} | {r['connections']:,} | {p['phase']} | {cpu:.0f}{spread} | "
+                         f"{statistics.median(p['wall_ms']):.0f} | {1000 * cpu / max(1, r['keys']):.1f} | "
+                         f"{r['rss_MiB']:.1f} | {r['peak_rss_MiB']:.1f} | {r['losses']} |")
     return "\n".join(lines)
 
 
