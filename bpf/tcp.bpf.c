@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 /* TCP flows, counted in the kernel.
  *
- * Per socket (`sockets`, keyed by the struct sock address) we keep the flow key and the
- * counter values last added to the aggregates; aggregates (`flows` -> inner hash keyed by
- * struct nr_flow_key) receive atomic deltas. Counters come from struct tcp_sock itself, so
- * nothing is counted per packet here. Deltas are flushed at close, at destroy, and by the
- * `iter/tcp` pass user space runs once per interval (which also finds connections that
- * existed before the agent started).
+ * Per socket (`sockets`, socket storage that lives and dies with the struct sock) we keep
+ * the flow key and the counter values last added to the aggregates; aggregates (`flows` ->
+ * inner hash keyed by struct nr_flow_key) receive atomic deltas. Counters come from struct
+ * tcp_sock itself, so nothing is counted per packet here. Deltas are flushed at close, at
+ * destroy, and by the `iter/tcp` pass user space runs once per interval (which also finds
+ * connections that existed before the agent started).
+ *
+ * Cost: most events touch nothing but a socket's own storage. An aggregate is looked up
+ * when there is something to add to it: normally once per short connection and end (at
+ * close or destroy, where the opening is counted too) and once per interval for a long
+ * one. The per-call send/receive hooks are one storage lookup for every socket.
+ *
+ * The sockets handed to tp_btf and iter programs are trusted BTF pointers: fields are read
+ * with plain (CO-RE relocated) loads, no bpf_probe_read_kernel call per field.
  *
  * Only tracepoints (tp_btf) and an iterator: no kprobes, no fentry.
  */
@@ -36,6 +44,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define SOCK_ESTABLISHED (1U << 1)  /* reached ESTABLISHED (or was found established) */
 #define SOCK_ENDED (1U << 2)        /* closed or failed has been counted */
 #define SOCK_PREEXISTING (1U << 3)  /* found by the iterator: opened before we started */
+#define SOCK_COUNTED (1U << 4)      /* its opening (and +1 active) is in the aggregates */
 
 /* A provisional identity waits this many iterator passes (at least one full interval)
  * for its process to read or write, then keeps the listener's identity. */
@@ -63,10 +72,12 @@ struct listener_key {
 	__u16 _pad[3];
 };
 
+/* No size to choose: the kernel frees a socket's entry with the socket, so no entry can
+ * go stale or be found again by a later socket at the same address. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct sock_state);
 } sockets SEC(".maps");
 
@@ -105,7 +116,6 @@ struct {
 
 /* Zero values to insert from (too large for the BPF stack). */
 struct nr_flow_stats empty_stats = {};
-struct sock_state empty_sock = {};
 
 static __always_inline void gauge_add(__u32 gauge, __s64 delta)
 {
@@ -156,8 +166,6 @@ static __always_inline void hist_add(struct nr_histogram *hist, const volatile _
 
 /* --- reading the socket ------------------------------------------------------------- */
 
-/* tp_btf hands over a trusted BTF pointer: plain (CO-RE relocated) loads, no helper call.
- * This runs on every send and receive of every socket, so it stays this cheap. */
 static __always_inline bool is_tcp_inet(const struct sock *sk)
 {
 	__u16 family = sk->__sk_common.skc_family;
@@ -167,50 +175,62 @@ static __always_inline bool is_tcp_inet(const struct sock *sk)
 
 static __always_inline __u64 netns_of(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+	return sk->__sk_common.skc_net.net->net_cookie;
+}
+
+static __always_inline void copy_addr(__u32 dst[4], const struct in6_addr *src)
+{
+	dst[0] = src->in6_u.u6_addr32[0];
+	dst[1] = src->in6_u.u6_addr32[1];
+	dst[2] = src->in6_u.u6_addr32[2];
+	dst[3] = src->in6_u.u6_addr32[3];
 }
 
 /* Remote and local addresses, IPv4 as v4-mapped IPv6; returns the nr_family. */
 static __always_inline __u8 read_addrs(const struct sock *sk, __u32 peer[4], __u32 local[4])
 {
-	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET) {
+	if (sk->__sk_common.skc_family == AF_INET) {
+		peer[0] = peer[1] = local[0] = local[1] = 0;
 		peer[2] = local[2] = bpf_htonl(0xffff);
-		peer[3] = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-		local[3] = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		peer[3] = sk->__sk_common.skc_daddr;
+		local[3] = sk->__sk_common.skc_rcv_saddr;
 		return NR_FAMILY_IPV4;
 	}
-	BPF_CORE_READ_INTO((struct in6_addr *)peer, sk, __sk_common.skc_v6_daddr);
-	BPF_CORE_READ_INTO((struct in6_addr *)local, sk, __sk_common.skc_v6_rcv_saddr);
+	copy_addr(peer, &sk->__sk_common.skc_v6_daddr);
+	copy_addr(local, &sk->__sk_common.skc_v6_rcv_saddr);
 	if (peer[0] == 0 && peer[1] == 0 && peer[2] == bpf_htonl(0xffff))
 		return NR_FAMILY_IPV4;
 	return NR_FAMILY_IPV6;
 }
 
-/* Current values of the per-socket counters (resets come from our own tallies). */
-static __always_inline void read_counters(const struct sock *sk, const struct sock_state *st,
+/* Current values of the per-socket counters (resets come from our own tallies);
+ * false when `sk` is not a full TCP socket. */
+static __always_inline bool read_counters(struct sock *sk, const struct sock_state *st,
 					  __s64 now[C_MAX])
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
-	__u64 flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 
+	if (!tp)
+		return false;
 	/* Payload sent once: bytes_sent counts retransmitted payload again. (bytes_acked would
 	 * also count the SYN and FIN sequence numbers.) */
-	now[C_BYTES_TX] = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
+	now[C_BYTES_TX] = tp->bytes_sent - tp->bytes_retrans;
 	/* bytes_received advances with rcv_nxt, which a received FIN moves by one; tcp_fin
 	 * sets SOCK_DONE in the same locked section. */
-	now[C_BYTES_RX] = BPF_CORE_READ(tp, bytes_received) - ((flags >> SOCK_DONE) & 1);
-	now[C_SEGS_OUT] = BPF_CORE_READ(tp, segs_out);
-	now[C_SEGS_IN] = BPF_CORE_READ(tp, segs_in);
-	now[C_RETRANS] = BPF_CORE_READ(tp, total_retrans);
+	now[C_BYTES_RX] = tp->bytes_received - ((sk->__sk_common.skc_flags >> SOCK_DONE) & 1);
+	now[C_SEGS_OUT] = tp->segs_out;
+	now[C_SEGS_IN] = tp->segs_in;
+	now[C_RETRANS] = tp->total_retrans;
 	now[C_RST_TX] = st->resets[0];
 	now[C_RST_RX] = st->resets[1];
+	return true;
 }
 
 /* --- identity ------------------------------------------------------------------------ */
 
 static __always_inline __u64 sock_cgroup(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+	return sk->sk_cgrp_data.cgroup->kn->id;
 }
 
 /* The current task as owner; the cgroup is the socket's (accepted sockets inherit it). */
@@ -223,9 +243,9 @@ static __always_inline void identity_from_task(struct nr_identity *id, const str
 	bpf_get_current_comm(id->comm, sizeof(id->comm));
 }
 
-static __always_inline struct nr_identity *listener_of(const struct sock *sk, __u16 port)
+static __always_inline struct nr_identity *listener_of(const struct sock *sk)
 {
-	struct listener_key key = { .netns = netns_of(sk), .port = port };
+	struct listener_key key = { .netns = netns_of(sk), .port = sk->__sk_common.skc_num };
 
 	return bpf_map_lookup_elem(&listeners, &key);
 }
@@ -233,10 +253,9 @@ static __always_inline struct nr_identity *listener_of(const struct sock *sk, __
 /* Remember a listener; `from_task` in process context (listen()), not in the iterator. */
 static __always_inline void remember_listener(const struct sock *sk, bool from_task)
 {
-	struct listener_key key = { .netns = netns_of(sk) };
+	struct listener_key key = { .netns = netns_of(sk), .port = sk->__sk_common.skc_num };
 	struct nr_identity id = {};
 
-	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (from_task)
 		identity_from_task(&id, sk);
 	else
@@ -247,73 +266,72 @@ static __always_inline void remember_listener(const struct sock *sk, bool from_t
 
 static __always_inline void forget_listener(const struct sock *sk)
 {
-	struct listener_key key = { .netns = netns_of(sk) };
+	struct listener_key key = { .netns = netns_of(sk), .port = sk->__sk_common.skc_num };
 
-	key.port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	bpf_map_delete_elem(&listeners, &key);
 }
 
 /* --- per-socket state ------------------------------------------------------------------ */
 
-static __always_inline struct sock_state *lookup_sock(const struct sock *sk)
+static __always_inline struct sock_state *lookup_sock(struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-
-	return bpf_map_lookup_elem(&sockets, &key);
+	return bpf_sk_storage_get(&sockets, sk, NULL, 0);
 }
 
-/* A new `sockets` entry with its key filled from the socket; NULL (counted) when full. */
-static __always_inline struct sock_state *track_sock(const struct sock *sk, __u8 direction,
+/* This socket's state, fresh, with its key filled from the socket; NULL (counted) when
+ * no storage could be allocated. */
+static __always_inline struct sock_state *track_sock(struct sock *sk, __u8 direction,
 						     __u32 flags)
 {
-	__u64 key = (__u64)sk;
-	struct sock_state *st;
+	struct sock_state *st = lookup_sock(sk);
 
-	long err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_NOEXIST);
-
-	if (err == -EEXIST) {
-		/* The address is ours now: the old entry is a reconnect of this socket, or one
-		 * whose destroy we never saw. Replace it (it is already in the gauge); if its
-		 * close was never seen either, that connection's counts are lost: say so. */
-		st = bpf_map_lookup_elem(&sockets, &key);
-		if (st && !(st->flags & SOCK_ENDED))
+	if (st) {
+		/* A second connection on one socket (connect after a failed connect or a
+		 * disconnect). If the first one's close was never seen, its counts are lost. */
+		if (!(st->flags & SOCK_ENDED))
 			count_loss(NR_LOSS_CLOSE_MISSED);
-		err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_EXIST);
+		__builtin_memset(st, 0, sizeof(*st));
 		gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
-	} else if (!err) {
+	} else {
+		st = bpf_sk_storage_get(&sockets, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!st) {
+			count_loss(NR_LOSS_SOCKETS_FULL);
+			return NULL;
+		}
 		gauge_add(NR_GAUGE_SOCKETS, 1);
 	}
-	if (err) {
-		count_loss(NR_LOSS_SOCKETS_FULL);
-		return NULL;
-	}
-	st = bpf_map_lookup_elem(&sockets, &key);
-	if (!st)
-		return NULL;
 	st->flags = flags;
 	st->key.transport = NR_TRANSPORT_TCP;
 	st->key.direction = direction;
 	st->key.family = read_addrs(sk, (__u32 *)st->key.peer, (__u32 *)st->key.local);
 	if (direction == NR_DIR_OUTGOING) {
 		__builtin_memset(st->key.local, 0, sizeof(st->key.local));
-		st->key.server_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		st->key.server_port = bpf_ntohs(sk->__sk_common.skc_dport);
 	} else {
-		st->key.server_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		st->key.server_port = sk->__sk_common.skc_num;
 	}
 	return st;
 }
 
-/* Add what changed since the last flush to the aggregate `stats`. */
-static __always_inline void flush_counters(const struct sock *sk, struct sock_state *st,
-					   struct nr_flow_stats *stats)
+/* Take what changed since the last flush into `delta`; false when nothing did. */
+static __always_inline bool take_deltas(struct sock *sk, struct sock_state *st,
+					__s64 delta[C_MAX])
 {
-	__s64 now[C_MAX], delta[C_MAX];
+	__s64 now[C_MAX], any = 0;
 	int i;
 
-	read_counters(sk, st, now);
+	if (!read_counters(sk, st, now))
+		return false;
 	/* xchg keeps the sum of deltas exact even if two flushes of one socket interleave. */
-	for (i = 0; i < C_MAX; i++)
+	for (i = 0; i < C_MAX; i++) {
 		delta[i] = now[i] - __sync_lock_test_and_set(&st->last[i], now[i]);
+		any |= delta[i];
+	}
+	return any != 0;
+}
+
+static __always_inline void add_deltas(struct nr_flow_stats *stats, const __s64 delta[C_MAX])
+{
 	if (delta[C_BYTES_TX])
 		__sync_fetch_and_add(&stats->bytes_tx, delta[C_BYTES_TX]);
 	if (delta[C_BYTES_RX])
@@ -330,48 +348,50 @@ static __always_inline void flush_counters(const struct sock *sk, struct sock_st
 		__sync_fetch_and_add(&stats->resets_rx, delta[C_RST_RX]);
 }
 
-static __always_inline void flush(const struct sock *sk, struct sock_state *st)
+/* Count the opening once (never for a connection that predates us), then add what
+ * changed since the last flush to the aggregate `stats` of this socket's key. */
+static __always_inline void account(struct sock *sk, struct sock_state *st,
+				    struct nr_flow_stats *stats)
 {
-	struct nr_flow_stats *stats;
+	__s64 delta[C_MAX];
 
-	if (st->flags & SOCK_PROVISIONAL)
-		return;
-	stats = flow_stats(&st->key);
-	if (stats)
-		flush_counters(sk, st, stats);
+	if ((st->flags & (SOCK_ESTABLISHED | SOCK_COUNTED)) == SOCK_ESTABLISHED &&
+	    !(__sync_fetch_and_or(&st->flags, SOCK_COUNTED) & SOCK_COUNTED)) {
+		if (!(st->flags & SOCK_PREEXISTING))
+			__sync_fetch_and_add(&stats->opened, 1);
+		__sync_fetch_and_add(&stats->active, 1);
+	}
+	if (take_deltas(sk, st, delta))
+		add_deltas(stats, delta);
 }
 
-static __always_inline void rtt_sample(const struct sock *sk, struct nr_flow_stats *stats)
+static __always_inline void rtt_sample(struct sock *sk, struct nr_flow_stats *stats)
 {
-	__u64 srtt_us = BPF_CORE_READ((const struct tcp_sock *)sk, srtt_us) >> 3;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u64 srtt_us;
 
+	if (!tp)
+		return;
+	srtt_us = tp->srtt_us >> 3;
 	if (srtt_us)
 		hist_add(&stats->rtt, settings.rtt_bounds_ns, settings.rtt_nbounds, srtt_us * 1000);
 }
 
 /* Make a provisional identity final: from the current task when `from_task`, else keep
- * the listener's. Counts held back until now go to the final key. */
-static __always_inline void finalize(const struct sock *sk, struct sock_state *st,
-				     bool from_task)
+ * the listener's. Counts held back until now go to the final key at the next flush. */
+static __always_inline void finalize(struct sock *sk, struct sock_state *st, bool from_task)
 {
-	struct nr_flow_stats *stats;
-
+	if (!(st->flags & SOCK_PROVISIONAL))
+		return;
 	if (!(__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL))
 		return;  /* someone else finalized it */
 	if (from_task)
 		identity_from_task(&st->key.id, sk);
-	stats = flow_stats(&st->key);
-	if (!stats)
-		return;
-	if (!(st->flags & SOCK_PREEXISTING))
-		__sync_fetch_and_add(&stats->opened, 1);
-	__sync_fetch_and_add(&stats->active, 1);
-	flush_counters(sk, st, stats);
 }
 
 /* --- state transitions ----------------------------------------------------------------- */
 
-static __always_inline void on_connect(const struct sock *sk)
+static __always_inline void on_connect(struct sock *sk)
 {
 	struct sock_state *st = track_sock(sk, NR_DIR_OUTGOING, 0);
 
@@ -379,30 +399,21 @@ static __always_inline void on_connect(const struct sock *sk)
 		identity_from_task(&st->key.id, sk);
 }
 
-static __always_inline void on_connected(const struct sock *sk)
+/* Opened is counted at the first flush (close, destroy or the interval's pass, which runs
+ * before every drain), so a short connection costs one aggregate lookup, not two. */
+static __always_inline void on_connected(struct sock_state *st)
 {
-	struct sock_state *st = lookup_sock(sk);
-	struct nr_flow_stats *stats;
-
-	if (!st)
-		return;
-	st->flags |= SOCK_ESTABLISHED;
 	st->start_ns = bpf_ktime_get_ns();
-	stats = flow_stats(&st->key);
-	if (!stats)
-		return;
-	__sync_fetch_and_add(&stats->opened, 1);
-	__sync_fetch_and_add(&stats->active, 1);
-	flush_counters(sk, st, stats);
+	__sync_fetch_and_or(&st->flags, SOCK_ESTABLISHED);
 }
 
 /* An accepted child left SYN_RECV: the listener's identity, provisional until a process
  * reads or writes it. Usually SYN_RECV -> ESTABLISHED in softirq; but when the acceptor
  * owns the child before the handshake's ACK is processed, and closes it at once, the
  * child goes SYN_RECV -> FIN_WAIT1 in process context instead. */
-static __always_inline void on_accepted(const struct sock *sk)
+static __always_inline void on_accepted(struct sock *sk)
 {
-	struct nr_identity *owner = listener_of(sk, BPF_CORE_READ(sk, __sk_common.skc_num));
+	struct nr_identity *owner = listener_of(sk);
 	struct sock_state *st = track_sock(sk, NR_DIR_INCOMING,
 					   SOCK_PROVISIONAL | SOCK_ESTABLISHED);
 
@@ -416,15 +427,15 @@ static __always_inline void on_accepted(const struct sock *sk)
 }
 
 /* Leaving SYN_RECV: an accepted child, or (rarely) our own connect in a simultaneous
- * open. Any other entry at this address is stale and gets replaced. */
-static __always_inline void on_left_syn_recv(const struct sock *sk, int newstate)
+ * open. Any other state of this socket is from an earlier connection and is replaced. */
+static __always_inline void on_left_syn_recv(struct sock *sk, int newstate)
 {
 	struct sock_state *st = lookup_sock(sk);
 
 	if (st && st->key.direction == NR_DIR_OUTGOING && !(st->flags & SOCK_ENDED) &&
 	    !(st->flags & SOCK_ESTABLISHED)) {
 		if (newstate == TCP_ESTABLISHED)
-			on_connected(sk);
+			on_connected(st);
 		return;
 	}
 	on_accepted(sk);
@@ -432,7 +443,7 @@ static __always_inline void on_left_syn_recv(const struct sock *sk, int newstate
 
 static __always_inline __u32 failure_reason(const struct sock *sk)
 {
-	switch (BPF_CORE_READ(sk, sk_err)) {
+	switch (sk->sk_err) {
 	case ECONNREFUSED:
 		return NR_FAIL_REFUSED;
 	case ETIMEDOUT:
@@ -447,19 +458,19 @@ static __always_inline __u32 failure_reason(const struct sock *sk)
 	}
 }
 
-static __always_inline void on_close(const struct sock *sk)
+/* Count the end of a connection once: closed (with its duration and last RTT) or failed. */
+static __always_inline void end(struct sock *sk, struct sock_state *st)
 {
-	struct sock_state *st = lookup_sock(sk);
 	struct nr_flow_stats *stats;
 	__u32 reason;
 
-	if (!st || (__sync_fetch_and_or(&st->flags, SOCK_ENDED) & SOCK_ENDED))
+	if (__sync_fetch_and_or(&st->flags, SOCK_ENDED) & SOCK_ENDED)
 		return;
 	finalize(sk, st, false);
 	stats = flow_stats(&st->key);
 	if (!stats)
 		return;
-	flush_counters(sk, st, stats);
+	account(sk, st, stats);
 	if (!(st->flags & SOCK_ESTABLISHED)) {
 		reason = failure_reason(sk);
 		if (reason < NR_FAIL_MAX)
@@ -474,45 +485,77 @@ static __always_inline void on_close(const struct sock *sk)
 			 bpf_ktime_get_ns() - st->start_ns);
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tcp_state, const struct sock *sk, int oldstate, int newstate)
+/* An orphan (closed by its process) that reaches CLOSE is destroyed right after, in the
+ * same call (tcp_done, tcp_close): its end is counted there, with one aggregate lookup
+ * for both. A socket its process still holds may be destroyed much later: count now. */
+static __always_inline void on_close(struct sock *sk)
 {
+	struct sock_state *st;
+
+	if ((sk->__sk_common.skc_flags >> SOCK_DEAD) & 1)
+		return;
+	st = lookup_sock(sk);
+	if (st)
+		end(sk, st);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct sock_state *st;
+
+	/* Most transitions (FIN_WAIT*, CLOSE_WAIT, LAST_ACK, the child's LISTEN -> SYN_RECV)
+	 * need nothing: leave before reading the socket. */
+	if (newstate != TCP_SYN_SENT && newstate != TCP_LISTEN && newstate != TCP_CLOSE &&
+	    oldstate != TCP_SYN_RECV && oldstate != TCP_SYN_SENT)
+		return 0;
 	if (!is_tcp_inet(sk))
 		return 0;
-	if (newstate == TCP_SYN_SENT)
+	if (newstate == TCP_SYN_SENT) {
 		on_connect(sk);
-	else if (newstate == TCP_LISTEN)
+	} else if (newstate == TCP_LISTEN) {
 		remember_listener(sk, true);
-	else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE)
-		forget_listener(sk);
-	else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED)
-		on_connected(sk);
-	if (oldstate == TCP_SYN_RECV)
+	} else if (oldstate == TCP_LISTEN) {
+		forget_listener(sk);  /* LISTEN -> CLOSE */
+		return 0;
+	} else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
+		st = lookup_sock(sk);
+		if (st)
+			on_connected(st);
+	} else if (oldstate == TCP_SYN_RECV) {
 		on_left_syn_recv(sk, newstate);
-	if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN)
+	}
+	if (newstate == TCP_CLOSE)
 		on_close(sk);
 	return 0;
 }
 
 /* Resets may follow the CLOSE transition (SO_LINGER 0 closes, then sends the reset), so
- * the entry lives until the socket is destroyed. */
+ * the last flush is here; the storage goes with the socket. */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tcp_destroy, struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
+	struct sock_state *st = lookup_sock(sk);
+	struct nr_flow_stats *stats;
+	__s64 delta[C_MAX];
 
 	if (!st)
 		return 0;
-	finalize(sk, st, false);
-	flush(sk, st);
-	if (bpf_map_delete_elem(&sockets, &key) == 0)
-		gauge_add(NR_GAUGE_SOCKETS, -1);
+	gauge_add(NR_GAUGE_SOCKETS, -1);
+	if (!(st->flags & SOCK_ENDED)) {
+		end(sk, st);
+		return 0;
+	}
+	if (!take_deltas(sk, st, delta))
+		return 0;
+	stats = flow_stats(&st->key);
+	if (stats)
+		add_deltas(stats, delta);
 	return 0;
 }
 
 SEC("tp_btf/tcp_send_reset")
-int BPF_PROG(tcp_reset_sent, const struct sock *sk, const struct sk_buff *skb)
+int BPF_PROG(tcp_reset_sent, struct sock *sk, const struct sk_buff *skb)
 {
 	struct sock_state *st;
 
@@ -536,13 +579,12 @@ int BPF_PROG(tcp_reset_received, struct sock *sk)
 
 /* --- owner of accepted sockets: the first process that reads or writes ----------------- */
 
-static __always_inline void claim(const struct sock *sk)
+/* Runs on every send and receive of every socket. Only sockets we track have storage in
+ * `sockets`, so the lookup is the filter: no other field is read. */
+static __always_inline void claim(struct sock *sk)
 {
-	struct sock_state *st;
+	struct sock_state *st = lookup_sock(sk);
 
-	if (!is_tcp_inet(sk))
-		return;
-	st = lookup_sock(sk);
 	if (st && (st->flags & SOCK_PROVISIONAL))
 		finalize(sk, st, true);
 }
@@ -564,10 +606,9 @@ int BPF_PROG(tcp_received, struct sock *sk, int ret, int flags)
 /* --- the per-interval pass ----------------------------------------------------------- */
 
 /* A connection open before we started: counted from now on, never as opened. */
-static __always_inline void adopt(const struct sock *sk)
+static __always_inline void adopt(struct sock *sk)
 {
-	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	struct nr_identity *owner = listener_of(sk, port);
+	struct nr_identity *owner = listener_of(sk);
 	struct sock_state *st;
 	__s64 now[C_MAX];
 	int i;
@@ -580,14 +621,15 @@ static __always_inline void adopt(const struct sock *sk)
 		st->key.id = *owner;
 	else
 		st->key.id.cgroup_id = sock_cgroup(sk);
-	read_counters(sk, st, now);
+	if (!read_counters(sk, st, now))
+		return;
 	for (i = 0; i < C_MAX; i++)
 		st->last[i] = now[i];
 }
 
 /* Flush a tracked socket; a provisional one gets CLAIM_GRACE_PASSES passes to be claimed
  * by its process, then keeps the listener's identity. */
-static __always_inline void visit(const struct sock *sk, struct sock_state *st)
+static __always_inline void visit(struct sock *sk, struct sock_state *st)
 {
 	struct nr_flow_stats *stats;
 
@@ -601,22 +643,28 @@ static __always_inline void visit(const struct sock *sk, struct sock_state *st)
 	stats = flow_stats(&st->key);
 	if (!stats)
 		return;
-	flush_counters(sk, st, stats);
+	account(sk, st, stats);
 	rtt_sample(sk, stats);
 }
 
 SEC("iter/tcp")
 int tcp_flush(struct bpf_iter__tcp *ctx)
 {
-	const struct sock *sk = (const struct sock *)ctx->sk_common;
+	struct sock_common *skc = ctx->sk_common;
 	struct sock_state *st;
+	struct tcp_sock *tp;
+	struct sock *sk;
 	__u8 state;
 
-	if (!sk)
+	if (!skc)
 		return 0;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = skc->skc_state;
 	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
 		return 0;  /* minisockets: not a struct tcp_sock */
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	sk = (struct sock *)tp;
 	if (state == TCP_LISTEN) {
 		remember_listener(sk, false);
 		return 0;

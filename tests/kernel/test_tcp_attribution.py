@@ -26,7 +26,7 @@ def own_cgroup_id() -> int:
 @pytest.mark.parametrize("runtime", ["docker", "containerd"])
 def test_container_cgroup_and_host_process_identity(runtime):
     port, count = 8090, 3
-    with TcpCollector(KEEP_ALL) as collector, host_pair("nra", "198.18.17") as pair, \
+    with TcpCollector(KEEP_ALL) as collector, host_pair("nrk", "198.18.72") as pair, \
             emulated_container(runtime) as container:
         server = traffic.Generator(container.argv(*pair.server.argv(*traffic.argv(
             "rr-server", address=pair.server.address, port=port, count=count))))

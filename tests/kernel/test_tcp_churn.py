@@ -17,7 +17,7 @@ CONNECTIONS = 20_000
 
 
 def test_connection_burst_counted_exactly_without_loss():
-    with TcpCollector(KEEP_ALL) as collector, host_pair("nra", "198.18.18") as pair:
+    with TcpCollector(KEEP_ALL) as collector, host_pair("nrk", "198.18.73") as pair:
         before = traffic.collect_until(collector, lambda s: True)
         result = traffic.run(pair.server.argv(*traffic.argv(
             "churn", address="127.0.0.1", count=CONNECTIONS)), timeout=180)
@@ -37,5 +37,7 @@ def test_connection_burst_counted_exactly_without_loss():
         assert sum(stats.failed.values()) == 0
     assert snap.losses == before.losses and not any(snap.losses.values())
     # what user space read for the burst is one entry per flow key, not per connection
+    # (counted on our port only: other agents' tests may hold thousands of connections)
     assert sum(st.opened for _, st in traffic.matching(first, **fields)) == 2 * CONNECTIONS
-    assert drained <= len(first.tcp) < 1000
+    assert len(traffic.matching(first, server_port=result["port"])) == 2
+    assert drained <= len(first.tcp)

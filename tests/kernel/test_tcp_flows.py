@@ -1,6 +1,7 @@
 """TCP flows on the real kernel: counts, bytes, failures, retransmits, resets, RTT.
 
-Two namespace hosts joined by veth (prefix `nra`, one /24 of 198.18.10-19 per test);
+Two namespace hosts joined by veth (prefix `nrk`, a /24 of 198.18.70-74 per test; tests
+that run later reuse them);
 ground truth comes from the generators in tests/support/traffic.py. Other agents may see
 the same traffic and we see theirs: every assertion is filtered by our addresses.
 """
@@ -56,8 +57,8 @@ def add_ipv6(pair, subnet):
 
 CASES = {
     # name: (listen address, connect address, family, server peer, client peer)
-    "ipv4": ("198.18.10.2", "198.18.10.2", "ipv4", "198.18.10.1", "198.18.10.2"),
-    "v4-mapped": ("::", "::ffff:198.18.10.2", "ipv4", "198.18.10.1", "198.18.10.2"),
+    "ipv4": ("198.18.70.2", "198.18.70.2", "ipv4", "198.18.70.1", "198.18.70.2"),
+    "v4-mapped": ("::", "::ffff:198.18.70.2", "ipv4", "198.18.70.1", "198.18.70.2"),
     "ipv6": ("2001:2:0:10::2", "2001:2:0:10::2", "ipv6", "2001:2:0:10::1", "2001:2:0:10::2"),
 }
 
@@ -66,7 +67,7 @@ CASES = {
 def test_request_response_counts_and_bytes_exact(collector, case):
     listen, connect, family, server_peer, client_peer = CASES[case]
     count, request, response, port = 5, 300, 7000, 8080
-    with host_pair("nra", "198.18.10") as pair:
+    with host_pair("nrk", "198.18.70") as pair:
         add_ipv6(pair, 10)
         server = serve(pair.server, "rr-server", address=listen, port=port, count=count,
                        request=request, response=response)
@@ -92,12 +93,12 @@ def test_request_response_counts_and_bytes_exact(collector, case):
 
 
 @pytest.mark.parametrize("mode, subnet, reason, errno_name", [
-    ("refused", "198.18.11", FailureReason.REFUSED, "ECONNREFUSED"),
-    ("timeout", "198.18.12", FailureReason.TIMEOUT, "ETIMEDOUT"),
+    ("refused", "198.18.71", FailureReason.REFUSED, "ECONNREFUSED"),
+    ("timeout", "198.18.72", FailureReason.TIMEOUT, "ETIMEDOUT"),
 ])
 def test_failed_connects_by_reason(collector, mode, subnet, reason, errno_name):
     port, count = 9100, 4
-    with host_pair("nra", subnet) as pair:
+    with host_pair("nrk", subnet) as pair:
         if mode == "timeout":
             pair.server.run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(port),
                             "--syn", "-j", "DROP")
@@ -125,7 +126,7 @@ def test_retransmits_match_tcp_info(collector):
     later: the two should agree exactly (10% is the tolerance the issue allows).
     """
     port = 9200
-    with host_pair("nra", "198.18.13") as pair:
+    with host_pair("nrk", "198.18.73") as pair:
         pair.server.run("iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(port), "-m",
                         "statistic", "--mode", "random", "--probability", "0.03", "-j", "DROP")
         sink = serve(pair.server, "sink", address=pair.server.address, port=port)
@@ -143,7 +144,7 @@ def test_retransmits_match_tcp_info(collector):
 
 def test_linger_zero_reset_sent_and_received(collector):
     port = 9300
-    with host_pair("nra", "198.18.14") as pair:
+    with host_pair("nrk", "198.18.74") as pair:
         sink = serve(pair.server, "sink", address=pair.server.address, port=port)
         client = traffic.run(pair.client.argv(*traffic.argv(
             "abort", address=pair.server.address, port=port, size=1000)))
@@ -162,7 +163,7 @@ def test_linger_zero_reset_sent_and_received(collector):
 
 def test_rtt_plausible_and_one_duration_per_closed_connection(collector):
     count, port = 6, 8081
-    with host_pair("nra", "198.18.15") as pair:
+    with host_pair("nrk", "198.18.70") as pair:
         server = serve(pair.server, "rr-server", address=pair.server.address, port=port,
                        count=count, request=10, response=10)
         client = traffic.run(pair.client.argv(*traffic.argv(

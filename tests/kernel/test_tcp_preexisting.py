@@ -16,7 +16,7 @@ KEEP_ALL = TcpSettings(idle_intervals=1_000_000)
 
 def test_connection_opened_before_start_is_found_and_counted_after():
     port, before, after = 9400, 1111, 5000
-    with host_pair("nra", "198.18.16") as pair:
+    with host_pair("nrk", "198.18.71") as pair:
         sink = traffic.Generator(pair.server.argv(*traffic.argv(
             "sink", address=pair.server.address, port=port)))
         assert sink.line()["ready"]
