@@ -26,7 +26,7 @@ static __always_inline void nr_count(void *counters, __u32 index)
 /* Count one loss in this object's `losses` array (a macro: `losses` is per object). */
 #define count_loss(reason) nr_count(&losses, (reason))
 
-/* --- packets seen by the cgroup_skb programs (udp.bpf.c, dns.bpf.c) ------------------ */
+/* --- packets seen by the cgroup_skb programs (skb.bpf.c) ------------------------------ */
 
 #define NR_ETH_P_IP 0x0800
 #define NR_ETH_P_IPV6 0x86DD

@@ -1,12 +1,11 @@
 /* Structs and enums shared by the BPF programs and user space.
  *
  * Every struct here has one ctypes mirror in otel_netreceiver/probes/abi.py; unit tests
- * (tests/unit/test_abi.py for tcp.bpf.o, tests/unit/test_dns_abi.py for udp.bpf.o and
- * dns.bpf.o) compare sizes and field offsets with the objects' BTF, so keep fields
+ * (tests/unit/test_abi.py for tcp.bpf.o, tests/unit/test_dns_abi.py for skb.bpf.o) compare sizes and field offsets with the objects' BTF, so keep fields
  * fixed-width and padding explicit.
  *
  * The first part is used by every object; then one section per observation: TCP
- * (tcp.bpf.c) and the cgroup_skb objects, UDP flows and DNS (udp.bpf.c, dns.bpf.c).
+ * (tcp.bpf.c) and the cgroup_skb object, UDP flows and DNS (skb.bpf.c).
  * Kernel-only helpers live in common.h.
  */
 #ifndef NETRECEIVER_H
@@ -119,9 +118,9 @@ struct nr_settings {
 	__u32 _pad;
 };
 
-/* --- UDP flows and DNS: the cgroup_skb objects udp.bpf.c and dns.bpf.c ---------------
+/* --- UDP flows and DNS: the cgroup_skb object skb.bpf.c ------------------------------
  *
- * Both are cgroup_skb programs attached to the cgroup v2 root: they see every IP packet a
+ * Its cgroup_skb programs are attached to the cgroup v2 root: they see every IP packet a
  * local socket sends (egress) or has delivered to it (ingress), in any network namespace,
  * starting at the IP header. UDP aggregates use struct nr_flow_key (transport
  * IPPROTO_UDP); the owner of a socket is a struct nr_identity.
@@ -130,8 +129,8 @@ struct nr_settings {
 #define NR_MAX_DNS_PORTS 8
 #define NR_DNS_CAPTURE 512      /* DNS payload bytes copied per packet */
 
-/* What udp.bpf.o or dns.bpf.o could not count; indexes each one's per-CPU `losses`
- * array (numbered apart from enum nr_loss: the two are separate arrays). */
+/* What skb.bpf.o could not count; indexes its per-CPU `losses` array (numbered
+ * apart from enum nr_loss: the two are separate arrays). */
 enum nr_skb_loss {
 	NR_SKB_LOSS_FLOWS_FULL = 0,    /* a UDP aggregate could not be created */
 	NR_SKB_LOSS_RINGBUF_FULL = 1,  /* a DNS packet could not be sent to user space */
@@ -147,7 +146,7 @@ struct nr_udp_stats {
 	__u64 packets_rx;           /* datagrams delivered */
 };
 
-/* Settings written into both cgroup_skb objects before load (const volatile). */
+/* Settings written into skb.bpf.o before load (const volatile). */
 struct nr_skb_settings {
 	__u16 dns_ports[NR_MAX_DNS_PORTS];  /* host byte order; 0 = unused slot */
 	__u32 flags;                /* NR_SKB_SETTING_* */
@@ -155,6 +154,8 @@ struct nr_skb_settings {
 
 #define NR_SKB_SETTING_IPV6 (1U << 0)     /* observe IPv6 (IPv4 always) */
 #define NR_SKB_SETTING_DNS_TCP (1U << 1)  /* capture DNS over TCP too */
+#define NR_SKB_SETTING_UDP (1U << 2)      /* count UDP flows */
+#define NR_SKB_SETTING_DNS (1U << 3)      /* capture DNS packets */
 
 /* One DNS packet seen on a local socket (ring buffer record). */
 struct nr_dns_event {

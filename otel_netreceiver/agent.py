@@ -1,7 +1,7 @@
 """The agent: wires the stages in order and runs them once per collection interval.
 
 collectors (kernel maps -> Snapshot) -> enricher (-> EnrichedSnapshot) -> builders
-(catalog -> OTLP MetricsData, one per temporality) -> exporters. Stages that are disabled
+(catalog -> a metrics Batch, one per temporality) -> exporters. Stages that are disabled
 are left out here, at wiring time.
 """
 
@@ -87,7 +87,7 @@ class Agent:
         enriched = self._enricher.enrich(snapshot)
         self._telemetry.collection_duration_s = time.perf_counter() - started
         for pipeline in self._pipelines:
-            # 4. Catalog -> OTLP MetricsData in this pipeline's temporality.
+            # 4. Catalog -> a metrics Batch in this pipeline's temporality.
             data = pipeline.builder.build(enriched, self._telemetry)
             # 5. Out to every exporter of this temporality.
             for exporter in pipeline.exporters:
@@ -171,8 +171,10 @@ def default_loaders(catalog: Catalog, probes, names=None) -> dict[RecordKind, Ca
     each given its histogram bounds from the catalog.
 
     `names` (an IP -> domain name cache) is fed by the DNS collector and read by the
-    enricher, so outgoing flows carry the name the workload resolved.
+    enricher, so outgoing flows carry the name the workload resolved. UDP and DNS share
+    one loaded cgroup_skb object (`SkbProbe`): one program per packet direction for both.
     """
+    from otel_netreceiver.probes.cgroup_skb import SkbProbe
     from otel_netreceiver.probes.dns import DnsCollector
     from otel_netreceiver.probes.tcp import TcpCollector
     from otel_netreceiver.probes.udp import UdpCollector
@@ -180,10 +182,12 @@ def default_loaders(catalog: Catalog, probes, names=None) -> dict[RecordKind, Ca
     tcp_bounds = {keyword: catalog.metrics[name].bounds
                   for keyword, name in fields.TCP_COLLECTOR_BOUNDS.items()}
     dns_bounds = catalog.metrics[fields.DNS_COLLECTOR_BOUNDS].bounds
+    skb = SkbProbe(probes.dns.skb)
     return {
         RecordKind.TCP: lambda: TcpCollector(replace(probes.tcp, **tcp_bounds)),
-        RecordKind.UDP: lambda: UdpCollector(probes.udp),
-        RecordKind.DNS: lambda: DnsCollector(replace(probes.dns, bounds=dns_bounds), names=names),
+        RecordKind.UDP: lambda: UdpCollector(probes.udp, probe=skb),
+        RecordKind.DNS: lambda: DnsCollector(replace(probes.dns, bounds=dns_bounds), names=names,
+                                             probe=skb),
     }
 
 

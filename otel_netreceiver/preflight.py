@@ -19,7 +19,7 @@ from otel_netreceiver.probes import loader
 # Tracepoints every build needs (DESIGN.md); more are read from the built objects' sections.
 REQUIRED_TRACEPOINTS = ("sock/inet_sock_set_state", "tcp/tcp_retransmit_skb",
                         "tcp/tcp_receive_reset", "tcp/tcp_send_reset")
-EXPECTED_OBJECTS = ("tcp.bpf.o", "udp.bpf.o", "dns.bpf.o")  # one per collector
+EXPECTED_OBJECTS = ("tcp.bpf.o", "skb.bpf.o")  # TCP; UDP and DNS share skb.bpf.o
 # 6.3: sock:sock_send_length / sock_recv_length (owner of accepted connections);
 # 6.2: bpf_rdonly_cast (UDP server side); 5.8+ for CO-RE, ring buffer and tp_btf.
 MIN_KERNEL = (6, 3)

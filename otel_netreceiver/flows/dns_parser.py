@@ -7,6 +7,12 @@ backwards (so they cannot loop) and are capped in number, and section counts are
 trusted beyond the bytes present. Anything else raises `MalformedPacket`, the only
 exception this module raises on bad input.
 
+The per-packet cost matters (every DNS packet of the host goes through here): an
+uncompressed name (the usual question), or a lone pointer to one (the usual answer
+owner), is walked once and its text looked up in a small cache keyed by its wire
+bytes; `parse(..., answers=False)` stops after the question, which is all that
+matching a response to its query needs.
+
 The answer section is read leniently: packets are captured with a bounded length, so a
 long response may be cut short; the records before the cut are kept and
 `answers_complete` says whether the section was read to its end.
@@ -26,6 +32,7 @@ MAX_LABEL = 63
 MAX_NAME = 255
 MAX_POINTERS = 64  # far more than any real name needs; bounds work on hostile input
 MAX_ANSWERS = 64
+MAX_CACHED_NAMES = 4096  # wire form -> text; cleared when full (hostile input stays bounded)
 
 TYPE_A, TYPE_CNAME, TYPE_AAAA = 1, 5, 28
 CLASS_IN = 1
@@ -75,6 +82,7 @@ class Message:
     question: Question | None
     answers: tuple[Answer, ...] = ()
     answers_complete: bool = True
+    answer_count: int = 0  # ANCOUNT of the header, whether or not the answers were read
 
     @property
     def error_type(self) -> str:
@@ -84,29 +92,27 @@ class Message:
         return RCODE_NAMES.get(self.rcode, f"rcode{self.rcode}")
 
 
-def parse(data: bytes, max_answers: int = MAX_ANSWERS) -> Message:
-    """Parse one DNS message; raise MalformedPacket if header or question is unreadable."""
+def parse(data: bytes, max_answers: int = MAX_ANSWERS, answers: bool = True) -> Message:
+    """Parse one DNS message; raise MalformedPacket if header or question is unreadable.
+
+    With `answers=False` the answer section is not read (`answers` stays empty and
+    `answers_complete` False when there are some); the result is otherwise the same.
+    """
     if len(data) < HEADER.size:
         raise MalformedPacket(f"{len(data)} bytes, shorter than a DNS header")
     ident, flags, qdcount, ancount, _, _ = HEADER.unpack_from(data)
     question, offset = None, HEADER.size
     if qdcount:
         question, offset = _question(data, offset)
-    answers, complete = (), True
-    if qdcount == 1 and ancount:
-        answers, complete = _answers(data, offset, ancount, max_answers)
-    elif qdcount > 1:
+    kept, complete = (), True
+    if qdcount > 1:
         complete = False  # other questions not read; their answers are not ours to judge
-    return Message(
-        id=ident,
-        is_response=bool(flags & 0x8000),
-        opcode=(flags >> 11) & 0xF,
-        rcode=flags & 0xF,
-        truncated=bool(flags & 0x0200),
-        question=question,
-        answers=answers,
-        answers_complete=complete,
-    )
+    elif ancount and not answers:
+        complete = False
+    elif qdcount == 1 and ancount:
+        kept, complete = _answers(data, offset, ancount, max_answers)
+    return Message(ident, bool(flags & 0x8000), (flags >> 11) & 0xF, flags & 0xF,
+                   bool(flags & 0x0200), question, kept, complete, ancount)
 
 
 def _question(data: bytes, offset: int) -> tuple[Question, int]:
@@ -160,8 +166,52 @@ def _rdata(data: bytes, name: str, rtype: int, ttl: int, start: int, end: int) -
     return None
 
 
+_names: dict[bytes, str] = {}
+
+
 def read_name(data: bytes, offset: int) -> tuple[str, int]:
-    """Read a possibly compressed name at `offset`; return (text, offset after it)."""
+    """Read a possibly compressed name at `offset`; return (text, offset after it).
+
+    Fast path: an uncompressed name, or a lone pointer back to one (how answers name
+    their owner), is walked label by label (lengths only) and its text taken from the
+    cache; anything else (more pointers, bad lengths, too long, cut) goes through
+    `_read_name`, which raises the precise error.
+    """
+    start, after = offset, -1
+    if offset + 1 < len(data) and data[offset] >= 0xC0:
+        target = ((data[offset] & 0x3F) << 8) | data[offset + 1]
+        if target < offset:
+            start, after = target, offset + 2
+    found = _cached_name(data, start)
+    if found is None:
+        return _read_name(data, offset)
+    return found[0], (found[1] if after < 0 else after)
+
+
+def _cached_name(data: bytes, offset: int) -> tuple[str, int] | None:
+    """(text, offset after it) of an uncompressed, well-formed name, else None."""
+    end, size = offset, len(data)
+    while end < size:
+        length = data[end]
+        if length == 0:
+            if end - offset >= MAX_NAME:
+                return None
+            wire = data[offset:end]
+            text = _names.get(wire)
+            if text is None:
+                text = _read_name(data, offset)[0]
+                if len(_names) >= MAX_CACHED_NAMES:
+                    _names.clear()
+                _names[wire] = text
+            return text, end + 1
+        if length > MAX_LABEL:
+            return None
+        end += length + 1
+    return None
+
+
+def _read_name(data: bytes, offset: int) -> tuple[str, int]:
+    """read_name without the cache: every check, and compression pointers."""
     labels: list[bytes] = []
     wire_length, pointers, after, limit = 1, 0, -1, offset
     while True:

@@ -108,15 +108,25 @@ class DnsTracker:
 
     def observe(self, packet: DnsPacket) -> None:
         """Parse one packet and account for it; malformed packets are counted, never raised."""
+        self.observe_fields(packet.timestamp_ns, packet.workload, packet.sent, packet.local,
+                            packet.remote, packet.payload)
+
+    def observe_fields(self, timestamp_ns: int, workload: Workload, sent: bool,
+                       local: Endpoint, remote: Endpoint, payload: bytes) -> None:
+        """`observe` without building a DnsPacket (the collector's per-packet path).
+
+        Only header and question are parsed; the answers only for a matched NOERROR
+        response when someone listens for them (`on_answer`).
+        """
         try:
-            message = parse(packet.payload)
+            message = parse(payload, answers=False)
         except MalformedPacket:
             self.losses["dns.malformed_packet"] += 1
             return
-        if packet.sent and not message.is_response:
-            self._query(packet, message)
-        elif not packet.sent and message.is_response:
-            self._response(packet, message)
+        if sent and not message.is_response:
+            self._query(timestamp_ns, workload, local, remote, message)
+        elif not sent and message.is_response:
+            self._response(timestamp_ns, workload, local, remote, message, payload)
 
     def expire(self, now_ns: int) -> None:
         """Count queries older than the timeout (at `now_ns`, monotonic) as timeouts."""
@@ -158,35 +168,38 @@ class DnsTracker:
             if self._idle[key] >= self.idle_intervals:
                 del self._idle[key], self._series[key]
 
-    def _query(self, packet: DnsPacket, message: Message) -> None:
+    def _query(self, timestamp_ns: int, workload: Workload, local: Endpoint, remote: Endpoint,
+               message: Message) -> None:
         if message.question is None:
             self.losses["dns.query_without_question"] += 1
             return
-        key = (packet.workload.cgroup_id, packet.local, packet.remote, message.id)
+        key = (workload.cgroup_id, local, remote, message.id)
         if key in self._pending:
             return  # a retransmission: the lookup started with the first send
         if len(self._pending) >= self._max_pending:
             self.losses["dns.pending_full"] += 1
             return
         question = (message.question.name, message.question.qtype)
-        self._pending[key] = _Pending(packet.timestamp_ns, packet.workload, question,
-                                      packet.remote[0])
+        self._pending[key] = _Pending(timestamp_ns, workload, question, remote[0])
 
-    def _response(self, packet: DnsPacket, message: Message) -> None:
-        key = (packet.workload.cgroup_id, packet.local, packet.remote, message.id)
+    def _response(self, timestamp_ns: int, workload: Workload, local: Endpoint,
+                  remote: Endpoint, message: Message, payload: bytes) -> None:
+        key = (workload.cgroup_id, local, remote, message.id)
         entry = self._pending.get(key)
         if entry is None or not _same_question(entry, message):
             self.losses["dns.unmatched_response"] += 1
             return
         del self._pending[key]
-        elapsed = packet.timestamp_ns - entry.timestamp_ns
+        elapsed = timestamp_ns - entry.timestamp_ns
         if elapsed > self._timeout_ns:
             self._stats(entry.workload, entry.question[0], entry.server, "").timeouts += 1
             return
         stats = self._stats(entry.workload, entry.question[0], entry.server, message.error_type)
         _observe(stats.duration, max(elapsed, 0) / 1e9)
-        if self._on_answer is not None and message.rcode == 0 and message.answers:
-            self._on_answer(entry.workload, message)
+        if self._on_answer is not None and message.rcode == 0 and message.answer_count:
+            message = parse(payload)  # now with the answers (header and question again)
+            if message.answers:
+                self._on_answer(entry.workload, message)
 
     def _stats(self, workload: Workload, name: str, server: str, error: str) -> DnsStats:
         key = DnsKey(workload, self._guard.admit(workload, name), server, error)

@@ -1,7 +1,7 @@
 """ctypes mirrors of bpf/netreceiver.h, one per C struct.
 
 tests/unit/test_abi.py checks MIRRORS against tcp.bpf.o's BTF, tests/unit/test_dns_abi.py
-checks SKB_MIRRORS against udp.bpf.o's and dns.bpf.o's.
+checks SKB_MIRRORS against skb.bpf.o's.
 """
 
 from __future__ import annotations
@@ -123,15 +123,16 @@ class Settings(Structure):
     ]
 
 
-# --- UDP flows and DNS: the cgroup_skb objects udp.bpf.o and dns.bpf.o ---------------
+# --- UDP flows and DNS: the cgroup_skb object skb.bpf.o --------------------------------
 
 MAX_DNS_PORTS = 8
 DNS_CAPTURE = 512
 SKB_SETTING_IPV6, SKB_SETTING_DNS_TCP = 1 << 0, 1 << 1
+SKB_SETTING_UDP, SKB_SETTING_DNS = 1 << 2, 1 << 3  # which parts of skb.bpf.o run
 
 
 class SkbLoss(IntEnum):
-    """enum nr_skb_loss: indexes the `losses` array of udp.bpf.o and of dns.bpf.o."""
+    """enum nr_skb_loss: indexes the `losses` array of skb.bpf.o."""
 
     FLOWS_FULL = 0
     RINGBUF_FULL = 1
@@ -170,11 +171,11 @@ MIRRORS = {
 
 # C struct name -> (mirror, the object whose BTF has it), for the cgroup_skb ABI test
 SKB_MIRRORS = {
-    "nr_identity": (Identity, "udp"),
-    "nr_flow_key": (FlowKey, "udp"),
-    "nr_udp_stats": (UdpStats, "udp"),
-    "nr_skb_settings": (SkbSettings, "dns"),
-    "nr_dns_event": (DnsEvent, "dns"),
+    "nr_identity": (Identity, "skb"),
+    "nr_flow_key": (FlowKey, "skb"),
+    "nr_udp_stats": (UdpStats, "skb"),
+    "nr_skb_settings": (SkbSettings, "skb"),
+    "nr_dns_event": (DnsEvent, "skb"),
 }
 
 

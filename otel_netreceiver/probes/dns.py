@@ -1,11 +1,13 @@
 """DNS lookups: duration per (workload, question name, server, rcode) and timeouts.
 
-`DnsCollector` loads bpf/dns.bpf.c (cgroup_skb programs on the cgroup v2 root), which
-copies client-side DNS packets (UDP or TCP, configurable ports) into a ring buffer. A
-background thread polls it and feeds each packet to the `DnsTracker` (parse, match
-response to query, histogram, timeouts, name guard) and, through it, answers to the
-IP -> name cache (`DnsNames`) that names the peers of TCP and UDP flows. `collect`
-copies the cumulative series into the snapshot once per interval.
+`DnsCollector` runs the DNS part of bpf/skb.bpf.c (cgroup_skb programs on the cgroup v2
+root, shared with the UDP collector through an `SkbProbe`), which copies client-side
+DNS packets (UDP or TCP, configurable ports) into a ring buffer. A background thread
+polls it: the ring buffer callback only keeps each record's bytes, and after each poll
+the whole batch goes, under one lock, to the `DnsTracker` (parse, match response to
+query, histogram, timeouts, name guard) and, through it, answers to the IP -> name
+cache (`DnsNames`) that names the peers of TCP and UDP flows. `collect` copies the
+cumulative series into the snapshot once per interval.
 
 Attribution: a query carries the cgroup, tgid and comm of the task that sent it (the
 egress program runs in its context); responses are matched on the socket's cgroup.
@@ -26,11 +28,10 @@ from functools import lru_cache
 
 from ..enrich.dns_names import DnsNames
 from ..flows.dns_parser import Message, tcp_messages
-from ..flows.dns_tracker import DEFAULT_BOUNDS, DnsPacket, DnsTracker
+from ..flows.dns_tracker import DEFAULT_BOUNDS, DnsTracker, Endpoint
 from ..flows.model import Snapshot, Workload
-from . import libbpf
-from .cgroup_skb import (LOSS_RINGBUF_FULL, PAYLOAD_OFFSET, SkbSettings, attached,
-                         read_losses, set_settings)
+from . import abi, libbpf
+from .cgroup_skb import LOSS_RINGBUF_FULL, PAYLOAD_OFFSET, SkbProbe, SkbSettings, read_losses
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ EVENT = struct.Struct("<QQI16sI16s16sHHHHBBB5x")
 assert EVENT.size == PAYLOAD_OFFSET
 IPPROTO_TCP = 6
 _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+CACHE_MAX = 4096  # decoded workloads / socket endpoints kept (cleared when full)
 
 
 @dataclass(frozen=True)
@@ -66,26 +68,34 @@ def _workload(cgroup_id: int, tgid: int, comm: bytes) -> Workload:
     return Workload(cgroup_id, tgid, comm.split(b"\0", 1)[0].decode(errors="replace"))
 
 
-def decode(record: bytes) -> tuple[list[DnsPacket], bool]:
-    """Turn one ring buffer record into packets; False when a TCP message was cut."""
-    (ts, cgroup_id, tgid, comm, _, local, remote, local_port, remote_port, payload_len,
-     captured, sent, transport, family) = EVENT.unpack_from(record)
-    payload = record[PAYLOAD_OFFSET:PAYLOAD_OFFSET + captured]
-    workload = _workload(cgroup_id, tgid, comm)
-    ends = (_address(local, family), local_port), (_address(remote, family), remote_port)
-    if transport == IPPROTO_TCP:
-        messages, whole = tcp_messages(payload)
-    else:
-        messages, whole = [payload], True
-    return [DnsPacket(ts, workload, bool(sent), *ends, m) for m in messages], whole
+# Pieces of a record the hot path reads, at their offsets in struct nr_dns_event
+TIMESTAMP = struct.Struct("<Q")
+IDENTITY = struct.Struct("<QI16s")  # cgroup_id, tgid, comm
+IDENTITY_AT, IDENTITY_END = abi.DnsEvent.id.offset, abi.DnsEvent.local.offset
+ENDS = struct.Struct("<16s16sHH")  # local, remote, local_port, remote_port
+ENDS_AT, ENDS_END = abi.DnsEvent.local.offset, abi.DnsEvent.payload_len.offset
+TAIL = struct.Struct("<HBB")  # captured, sent, transport
+TAIL_AT, FAMILY_AT = abi.DnsEvent.captured.offset, abi.DnsEvent.family.offset
+assert ENDS_AT + ENDS.size == ENDS_END and TAIL_AT + TAIL.size == FAMILY_AT
+
+
+def _ends(record: bytes) -> tuple[Endpoint, Endpoint]:
+    """((local address, port), (remote address, port)) of a record."""
+    local, remote, local_port, remote_port = ENDS.unpack_from(record, ENDS_AT)
+    family = record[FAMILY_AT]
+    return (_address(local, family), local_port), (_address(remote, family), remote_port)
+
+
 
 
 class DnsCollector:
     """Collector of DNS lookups (see the module docstring)."""
 
     def __init__(self, settings: DnsSettings | None = None, names: DnsNames | None = None,
-                 clock=time.monotonic_ns) -> None:
+                 clock=time.monotonic_ns, probe: SkbProbe | None = None) -> None:
         self.settings = settings or DnsSettings()
+        self.probe = probe or SkbProbe(self.settings.skb, self.settings.object_path)
+        self.probe.use("dns", self._configure)
         self.names = names
         self._clock = clock
         self.tracker = DnsTracker(self.settings.bounds, int(self.settings.timeout * 1e9),
@@ -97,17 +107,19 @@ class DnsCollector:
         self._cycle = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stack = self._loaded = self._ring = None
+        self._loaded = self._ring = None
+        self._batch: list[bytes] = []  # records of the current poll, filled by the callback
+        self._workloads: dict[bytes, Workload] = {}  # raw identity -> Workload
+        self._endpoints: dict[tuple, tuple] = {}  # raw addresses, ports, family -> ends
         self.records = 0
         self._warned = -60.0
 
     def __enter__(self) -> "DnsCollector":
         self._stop.clear()
-        stack = attached("dns", self._configure, self.settings.object_path)
-        self._loaded = stack.__enter__()
-        self._stack = stack
+        self._loaded = self.probe.__enter__()
         try:
-            self._ring = libbpf.RingBuffer(self._loaded.map("dns_events").fd, self._on_record)
+            self._ring = libbpf.RingBuffer(self._loaded.map("dns_events").fd,
+                                           self._batch.append)
         except OSError:
             self.__exit__(None, None, None)
             raise
@@ -124,12 +136,11 @@ class DnsCollector:
         if self._ring is not None:
             self._ring.free()
             self._ring = None
-        if self._stack is not None:
-            self._stack.__exit__(None, None, None)
-            self._stack = self._loaded = None
+        if self._loaded is not None:
+            self._loaded = None
+            self.probe.__exit__(None, None, None)
 
     def _configure(self, obj: libbpf.BpfObject) -> None:
-        set_settings(obj, self.settings.skb)
         obj.map("dns_events").set_max_entries(self.settings.ring_buffer_bytes)
 
     def _poll(self) -> None:
@@ -139,6 +150,10 @@ class DnsCollector:
             except OSError as err:  # never kill the agent over one bad poll
                 log.warning("DNS ring buffer poll failed: %s", err)
                 time.sleep(self.settings.poll_ms / 1000)
+            if self._batch:
+                batch = self._batch.copy()
+                self._batch.clear()
+                self._on_records(batch)
             with self._cycles:
                 self._cycle += 1
                 self._cycles.notify_all()
@@ -155,20 +170,47 @@ class DnsCollector:
             target = self._cycle + 2
             return self._cycles.wait_for(lambda: self._cycle >= target, timeout)
 
+    def _on_records(self, records: list[bytes]) -> None:
+        """Account for one poll's records; nothing may escape (it would stop the reader)."""
+        with self._lock:
+            self.records += len(records)
+            for record in records:
+                try:
+                    self._on_record(record)
+                except Exception as err:  # noqa: BLE001 - a bad record must not stop the reader
+                    self.tracker.losses["dns.bad_record"] += 1
+                    self._warn(err)
+
     def _on_record(self, record: bytes) -> None:
-        """Called by libbpf for each record; nothing may escape into the C callback."""
-        try:
-            packets, whole = decode(record)
-            with self._lock:
-                self.records += 1
-                if not whole:
-                    self.tracker.losses["dns.tcp_message_cut"] += 1
-                for packet in packets:
-                    self.tracker.observe(packet)
-        except Exception as err:  # noqa: BLE001 - a bad record must not stop the reader
-            with self._lock:
-                self.tracker.losses["dns.bad_record"] += 1
-            self._warn(err)
+        """One record into the tracker (the hot path: caches instead of decoding)."""
+        who = record[IDENTITY_AT:IDENTITY_END]
+        workload = self._workloads.get(who)
+        if workload is None:
+            workload = self._remember(self._workloads, who, _workload(
+                *IDENTITY.unpack_from(record, IDENTITY_AT)))
+        where = (record[ENDS_AT:ENDS_END], record[FAMILY_AT])
+        ends = self._endpoints.get(where)
+        if ends is None:
+            ends = self._remember(self._endpoints, where, _ends(record))
+        captured, sent, transport = TAIL.unpack_from(record, TAIL_AT)
+        payload = record[PAYLOAD_OFFSET:PAYLOAD_OFFSET + captured]
+        if transport == IPPROTO_TCP:
+            messages, whole = tcp_messages(payload)
+            if not whole:
+                self.tracker.losses["dns.tcp_message_cut"] += 1
+        else:
+            messages = (payload,)
+        timestamp_ns = TIMESTAMP.unpack_from(record)[0]
+        for message in messages:
+            self.tracker.observe_fields(timestamp_ns, workload, bool(sent), ends[0], ends[1],
+                                        message)
+
+    @staticmethod
+    def _remember(cache: dict, key: bytes, value):
+        if len(cache) >= CACHE_MAX:
+            cache.clear()
+        cache[key] = value
+        return value
 
     def _warn(self, err: Exception) -> None:
         now = time.monotonic()

@@ -1,7 +1,7 @@
 """UDP flows: payload bytes and datagrams per workload, peer, server port and direction.
 
-`UdpCollector` loads bpf/udp.bpf.c (cgroup_skb programs on the cgroup v2 root). The
-kernel adds into one of two inner hashes; each interval `collect` swaps the slot to the
+`UdpCollector` runs the UDP part of bpf/skb.bpf.c (cgroup_skb programs on the cgroup v2
+root, shared with the DNS collector through an `SkbProbe`). The kernel adds into one of two inner hashes; each interval `collect` swaps the slot to the
 other (the map-in-map update waits for an RCU grace period, so no program still writes
 the old one when it returns), drains the old with a batch lookup-and-delete, and adds
 the deltas into cumulative series.
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from ..flows.model import Direction, FlowKey, Series, Snapshot, Transport, UdpStats
 from . import abi, libbpf
-from .cgroup_skb import (LOSS_FLOWS_FULL, LOSS_OWNERS_FULL, FAMILIES, SkbSettings, address_text, attached, read_losses, set_settings,
-                         workload)
+from .cgroup_skb import (LOSS_FLOWS_FULL, LOSS_OWNERS_FULL, FAMILIES, SkbProbe, SkbSettings,
+                         address_text, read_losses, workload)
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +61,28 @@ def add(stats: UdpStats, delta: abi.UdpStats) -> None:
 class UdpCollector:
     """Collector of UDP flows (see the module docstring)."""
 
-    def __init__(self, settings: UdpSettings | None = None, wall_clock=time.time_ns) -> None:
+    def __init__(self, settings: UdpSettings | None = None, wall_clock=time.time_ns,
+                 probe: SkbProbe | None = None) -> None:
         self.settings = settings or UdpSettings()
+        self.probe = probe or SkbProbe(self.settings.skb, self.settings.object_path)
+        self.probe.use("udp", self._configure)
         self._wall_clock = wall_clock
         self._series: dict[FlowKey, Series] = {}
         self._idle: dict[FlowKey, int] = {}  # intervals since the key last changed
-        self._stack = None
         self._loaded = None
         self._active = 0  # index into INNER_MAPS of the map the kernel writes
 
     def __enter__(self) -> "UdpCollector":
-        stack = attached("udp", self._configure, self.settings.object_path)
-        self._loaded = stack.__enter__()
-        self._stack = stack
+        self._loaded = self.probe.__enter__()
+        self._active = 0
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._stack is not None:
-            self._stack.__exit__(None, None, None)
-            self._stack = self._loaded = None
+        if self._loaded is not None:
+            self._loaded = None
+            self.probe.__exit__(None, None, None)
 
     def _configure(self, obj: libbpf.BpfObject) -> None:
-        set_settings(obj, self.settings.skb)
         for name in INNER_MAPS:
             obj.map(name).set_max_entries(self.settings.max_flows)
 

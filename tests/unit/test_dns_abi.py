@@ -2,13 +2,14 @@
 decoding of what the kernel sends."""
 
 import struct
+from collections import Counter
 
 import pytest
 
 from otel_netreceiver.probes import abi, libbpf
 from otel_netreceiver.probes.cgroup_skb import (SkbSettings, address_text,
                                                 ctypes_layout, cgroup2_root)
-from otel_netreceiver.probes.dns import DnsCollector, DnsSettings, decode
+from otel_netreceiver.probes.dns import DnsCollector, DnsSettings
 from otel_netreceiver.probes.loader import OBJECTS_DIR, ProbeLoadError
 from otel_netreceiver.probes.udp import UdpCollector, UdpSettings, flow_key
 from otel_netreceiver.flows.model import Direction, Family, Workload
@@ -35,9 +36,15 @@ def test_address_text(raw, family, text):
     assert address_text(raw, family) == text
 
 
-def test_settings_to_c():
-    settings = SkbSettings(dns_ports=(53, 5353), ipv6=False, dns_over_tcp=True).to_c()
-    assert list(settings.dns_ports)[:3] == [53, 5353, 0] and settings.flags == 2
+@pytest.mark.parametrize("parts, flags", [
+    ({"udp", "dns"}, abi.SKB_SETTING_DNS_TCP | abi.SKB_SETTING_UDP | abi.SKB_SETTING_DNS),
+    ({"dns"}, abi.SKB_SETTING_DNS_TCP | abi.SKB_SETTING_DNS),
+    ({"udp"}, abi.SKB_SETTING_UDP),  # DNS over TCP means nothing without the DNS part
+])
+def test_settings_to_c(parts, flags):
+    settings = SkbSettings(dns_ports=(53, 5353), ipv6=False, dns_over_tcp=True).to_c(
+        frozenset(parts))
+    assert list(settings.dns_ports)[:3] == [53, 5353, 0] and settings.flags == flags
     with pytest.raises(ValueError):
         SkbSettings(dns_ports=tuple(range(1, 10))).to_c()
 
@@ -60,22 +67,43 @@ def event(transport, payload, sent=1, captured=None):
     return bytes(record)
 
 
+class TrackerSpy:
+    """Stands for the DnsTracker: keeps what the collector hands it."""
+
+    def __init__(self):
+        self.seen, self.losses = [], Counter()
+
+    def observe_fields(self, *fields):
+        self.seen.append(fields)
+
+
+def decoded(*records):
+    collector = DnsCollector()
+    collector.tracker = TrackerSpy()
+    collector._on_records(list(records))
+    return collector.tracker
+
+
 def test_decode_udp_event():
-    packets, whole = decode(event(17, b"\x12\x34" + bytes(10)))
-    (packet,) = packets
-    assert whole and packet.timestamp_ns == 5 and packet.sent
-    assert packet.workload == Workload(42, 7, "dig")
-    assert (packet.local, packet.remote) == (("198.18.30.1", 40000), ("198.18.30.2", 53))
-    assert packet.payload == b"\x12\x34" + bytes(10)
+    (seen,) = decoded(event(17, b"\x12\x34" + bytes(10))).seen
+    assert seen == (5, Workload(42, 7, "dig"), True, ("198.18.30.1", 40000),
+                    ("198.18.30.2", 53), b"\x12\x34" + bytes(10))
 
 
-@pytest.mark.parametrize("payload, count, whole", [
-    (b"\x00\x02ab\x00\x01c", 2, True),   # two messages in one segment
-    (b"\x00\x09abc", 0, False),          # a message continued in the next segment
+def test_decode_uses_the_family_of_each_record():
+    v4, v6 = event(17, bytes(12)), bytearray(event(17, bytes(12)))
+    v6[82] = 6  # the same 16 bytes read as IPv6: the cache must not mix them up
+    first, second = decoded(v4, bytes(v6)).seen
+    assert first[3][0] == "198.18.30.1" and second[3][0] == "::ffff:198.18.30.1"
+
+
+@pytest.mark.parametrize("payload, count, cut", [
+    (b"\x00\x02ab\x00\x01c", 2, 0),   # two messages in one segment
+    (b"\x00\x09abc", 0, 1),          # a message continued in the next segment
 ])
-def test_decode_tcp_event_splits_length_prefixed_messages(payload, count, whole):
-    packets, complete = decode(event(6, payload))
-    assert (len(packets), complete) == (count, whole)
+def test_decode_tcp_event_splits_length_prefixed_messages(payload, count, cut):
+    tracker = decoded(event(6, payload))
+    assert (len(tracker.seen), tracker.losses["dns.tcp_message_cut"]) == (count, cut)
 
 
 def test_udp_flow_key_conversion():
@@ -95,8 +123,8 @@ def test_event_header_format_matches_mirror():
 
 def test_unreadable_record_is_counted_not_raised():
     collector = DnsCollector()
-    collector._on_record(b"\x00" * 10)
-    assert collector.tracker.losses["dns.bad_record"] == 1
+    collector._on_records([b"\x00" * 10, b"\x00" * 60])
+    assert collector.tracker.losses["dns.bad_record"] == 2 and collector.records == 2
 
 
 @pytest.mark.parametrize("make", [

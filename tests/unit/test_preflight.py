@@ -21,8 +21,7 @@ def system(tmp_path):
     objects = tmp_path / "objects"
     objects.mkdir()
     (objects / "tcp.bpf.o").write_bytes(b"\0tp_btf/inet_sock_set_state\0")
-    for name in ("udp.bpf.o", "dns.bpf.o"):
-        (objects / name).write_bytes(b"\0cgroup_skb/egress\0")
+    (objects / "skb.bpf.o").write_bytes(b"\0cgroup_skb/egress\0")
     return preflight.System(release="6.12.48+deb13-amd64", btf=tmp_path / "btf", tracefs=(tmp_path / "none",),
                             mounts=tmp_path / "mounts", status=tmp_path / "status", objects=objects,
                             memlock=lambda: 65536, load_library=lambda name: object())
@@ -46,7 +45,7 @@ def broken_library(name):
     (lambda s: s.btf.write_bytes(b"btf_trace_inet_sock_set_state\0"), "tracepoints", "tracepoints"),
     (lambda s: s.mounts.write_text(MOUNTS_V1), "cgroup v2", "mount -t cgroup2"),
     (lambda s: (s.objects / "tcp.bpf.o").unlink(), "BPF objects", "make bpf"),
-    (lambda s: (s.objects / "dns.bpf.o").unlink(), "BPF objects", "make bpf"),
+    (lambda s: (s.objects / "skb.bpf.o").unlink(), "BPF objects", "make bpf"),
     (lambda s: setattr(s, "release", "5.10.0"), "memlock", "ulimit -l unlimited"),
 ])
 def test_each_failure_names_its_fix(system, change, name, fix):
