@@ -1,7 +1,8 @@
 /* Structs and enums shared by the BPF programs and user space.
  *
  * Every struct here has one ctypes mirror in otel_netreceiver/probes/abi.py; unit tests
- * (tests/unit/test_abi.py for tcp.bpf.o, tests/unit/test_dns_abi.py for skb.bpf.o) compare sizes and field offsets with the objects' BTF, so keep fields
+ * (tests/unit/test_abi.py for tcp.bpf.o, tests/unit/test_dns_abi.py for skb.bpf.o)
+ * compare sizes and field offsets with the objects' BTF, so keep fields
  * fixed-width and padding explicit.
  *
  * The first part is used by every object; then one section per observation: TCP

@@ -154,6 +154,8 @@ class SkbProbe:
         self._parts[part] = configure
 
     def __enter__(self):
+        if not self._parts:
+            raise ValueError("cgroup_skb object entered with no part in use: nothing to attach")
         if not self._users:
             parts = frozenset(self._parts)
             skip = frozenset() if "udp" in parts else frozenset(BIND_PROGRAMS)

@@ -61,10 +61,10 @@ def agent_totals(collector, cgroup_id: int) -> tuple[Counter, int, dict]:
 
 def measure(rate: int, seconds: int, tmp_path, subnet: str) -> tuple[dict, Counter, int, dict]:
     with DnsCollector(DnsSettings(timeout=TIMEOUT)) as collector, \
-            host_pair("nrc", subnet) as hosts, emulated_container() as box:
+            host_pair("nru", subnet) as hosts, emulated_container() as box:
         cgroup_id = box.cgroup_id
-        with dnsmasq(hosts.server, {"known.test": "198.18.38.50",
-                                    "www.known.test": "198.18.38.51"}) as server:
+        with dnsmasq(hosts.server, {"known.test": "198.18.83.50",
+                                    "www.known.test": "198.18.83.51"}) as server:
             truth = dnsperf(hosts, box, server.address, rate, seconds, tmp_path)
         time.sleep(TIMEOUT + 1.0)  # let the consumer drain and overdue queries expire
         answered, timeouts, losses = agent_totals(collector, cgroup_id)
@@ -72,7 +72,7 @@ def measure(rate: int, seconds: int, tmp_path, subnet: str) -> tuple[dict, Count
 
 
 def test_answered_counts_equal_dnsperf_totals(tmp_path):
-    truth, answered, timeouts, losses = measure(2000, 3, tmp_path, "198.18.38")
+    truth, answered, timeouts, losses = measure(2000, 3, tmp_path, "198.18.83")
     assert truth["completed"] > 5000
     assert sum(answered.values()) == truth["completed"]
     assert dict(answered) == truth["rcodes"]
@@ -84,7 +84,7 @@ def test_answered_counts_equal_dnsperf_totals(tmp_path):
 def test_ladder_highest_zero_loss_rate(tmp_path, capsys):
     best = 0
     for rate in LADDER:
-        truth, answered, timeouts, losses = measure(rate, 5, tmp_path, "198.18.39")
+        truth, answered, timeouts, losses = measure(rate, 5, tmp_path, "198.18.84")
         exact = sum(answered.values()) == truth["completed"] and timeouts == truth["lost"]
         zero_loss = exact and losses["dns.ring_buffer_full"] == 0
         with capsys.disabled():

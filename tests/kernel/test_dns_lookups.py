@@ -17,7 +17,7 @@ from tests.support.hosts import emulated_container, host_pair
 
 pytestmark = pytest.mark.kernel
 
-RECORDS = {"known.test": "198.18.31.50", "www.known.test": "198.18.31.51"}
+RECORDS = {"known.test": "198.18.84.50", "www.known.test": "198.18.84.51"}
 TIMEOUT = 1.0
 
 
@@ -55,7 +55,7 @@ def truth(report):
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 def test_counts_per_name_and_rcode_are_exact(collector, tcp):
-    with host_pair("nrc", "198.18.31") as hosts, emulated_container("containerd") as box:
+    with host_pair("nru", "198.18.84") as hosts, emulated_container("containerd") as box:
         cgroup_id = box.cgroup_id
         with dnsmasq(hosts.server, RECORDS) as server:
             names = ["known.test", "www.known.test", "missing.test", "nx.known.test"]
@@ -67,14 +67,14 @@ def test_counts_per_name_and_rcode_are_exact(collector, tcp):
     assert expected_answered == {("known.test", "noerror"): 5, ("www.known.test", "noerror"): 5,
                                  ("missing.test", "nxdomain"): 5, ("nx.known.test", "nxdomain"): 5}
     assert answered == expected_answered and timeouts == expected_timeouts == {}
-    assert workloads == {(report["pid"], report["comm"], "198.18.31.2")}
+    assert workloads == {(report["pid"], report["comm"], "198.18.84.2")}
     assert all(0 < d < 1.0 for d in durations)  # a veth round trip: well under a second
     assert snapshot.losses["dns.ring_buffer_full"] == 0
-    assert collector.names.name_for(cgroup_id, "198.18.31.51") == "www.known.test"
+    assert collector.names.name_for(cgroup_id, "198.18.84.51") == "www.known.test"
 
 
 def test_timeouts_are_exact_when_queries_are_dropped(collector):
-    with host_pair("nrc", "198.18.32") as hosts, emulated_container() as box:
+    with host_pair("nru", "198.18.80") as hosts, emulated_container() as box:
         cgroup_id = box.cgroup_id
         with dnsmasq(hosts.server, RECORDS) as server:
             hosts.server.run("iptables", "-I", "INPUT", "-p", "udp", "--dport", "53",
@@ -91,7 +91,7 @@ def test_timeouts_are_exact_when_queries_are_dropped(collector):
 
 def test_name_guard_caps_distinct_names_per_interval():
     with DnsCollector(DnsSettings(timeout=TIMEOUT, max_names=2)) as collector:
-        with host_pair("nrc", "198.18.33") as hosts, emulated_container() as box:
+        with host_pair("nru", "198.18.81") as hosts, emulated_container() as box:
             cgroup_id = box.cgroup_id
             with dnsmasq(hosts.server, RECORDS) as server:
                 run_client(box.argv(*hosts.client.argv(*client_argv(
@@ -103,7 +103,7 @@ def test_name_guard_caps_distinct_names_per_interval():
 
 def test_lookup_of_a_host_process_is_attributed_to_its_cgroup_and_process(collector):
     """Outside any container: the process's own cgroup (a slice, or the root) and pid."""
-    with host_pair("nrc", "198.18.30") as hosts:
+    with host_pair("nru", "198.18.83") as hosts:
         with dnsmasq(hosts.server, RECORDS) as server:
             report = run_client(hosts.client.argv(*client_argv(server.address, ["known.test"], 3)))
         snapshot = Snapshot(time.time_ns())
@@ -130,10 +130,10 @@ def own_cgroup_id() -> int:
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
 def test_ipv6_lookups_are_counted_and_feed_the_name_cache(collector, tcp):
-    with host_pair("nrc", "198.18.30") as hosts, emulated_container() as box:
+    with host_pair("nru", "198.18.83") as hosts, emulated_container() as box:
         cgroup_id = box.cgroup_id
-        _, server_address = add_ipv6(hosts, "2001:db8:30")
-        records = {"v6.test": "2001:db8:30::2"}
+        _, server_address = add_ipv6(hosts, "2001:db8:83")
+        records = {"v6.test": "2001:db8:83::2"}
         with dnsmasq(hosts.server, records, address=server_address) as server:
             report = run_client(box.argv(*hosts.client.argv(*client_argv(
                 server.address, ["v6.test", "gone.test"], 3, tcp=tcp, rdtype="AAAA"))))
@@ -144,7 +144,7 @@ def test_ipv6_lookups_are_counted_and_feed_the_name_cache(collector, tcp):
     assert report["answered"] == {"v6.test noerror": 3, "gone.test nxdomain": 3}
     assert counts == {("v6.test", "", server_address): 3,
                       ("gone.test", "nxdomain", server_address): 3}
-    assert collector.names.name_for(cgroup_id, "2001:db8:30::2") == "v6.test"
+    assert collector.names.name_for(cgroup_id, "2001:db8:83::2") == "v6.test"
 
 
 def test_dns_ports_are_configurable():
@@ -153,7 +153,7 @@ def test_dns_ports_are_configurable():
 
     custom = DnsSettings(timeout=TIMEOUT, skb=SkbSettings(dns_ports=(53, 5353)))
     with DnsCollector(custom) as both, DnsCollector(DnsSettings(timeout=TIMEOUT)) as default, \
-            host_pair("nrc", "198.18.30") as hosts, emulated_container() as box:
+            host_pair("nru", "198.18.83") as hosts, emulated_container() as box:
         cgroup_id = box.cgroup_id
         with dnsmasq(hosts.server, RECORDS, port=5353) as server:
             report = run_client(box.argv(*hosts.client.argv(*client_argv(
@@ -166,8 +166,8 @@ def test_dns_ports_are_configurable():
 def test_responses_larger_than_the_capture_are_still_matched(collector):
     """60 A records: past 512 bytes. Over TCP the whole answer comes back (the capture keeps
     its first 512 bytes); over UDP dnsmasq truncates it (TC bit). Both end their lookup."""
-    many = [f"198.18.30.{i}" for i in range(100, 160)]
-    with host_pair("nrc", "198.18.30") as hosts, emulated_container() as box:
+    many = [f"198.18.83.{i}" for i in range(100, 160)]
+    with host_pair("nru", "198.18.83") as hosts, emulated_container() as box:
         cgroup_id = box.cgroup_id
         with dnsmasq(hosts.server, {"big.test": many}) as server:
             reports = [run_client(box.argv(*hosts.client.argv(*client_argv(

@@ -52,7 +52,7 @@ def test_tcp_and_udp_flows_carry_the_name_each_workload_resolved():
     names = DnsNames()
     with DnsCollector(DnsSettings(timeout=1.0), names=names) as dns_collector, \
             UdpCollector() as udp_collector, tcp_collector() as tcp, \
-            host_pair("nrc", "198.18.37") as hosts, \
+            host_pair("nru", "198.18.82") as hosts, \
             emulated_container() as shop, emulated_container() as blog:
         ip = hosts.server.address
         records = {"shop.test": ip, "blog.test": ip}

@@ -12,10 +12,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import ExitStack
 
 import pytest
 
 from otel_netreceiver.flows.model import Direction, Family, Snapshot
+from otel_netreceiver.probes.cgroup_skb import SkbProbe
+from otel_netreceiver.probes.dns import DnsCollector
 from otel_netreceiver.probes.udp import UdpCollector
 from tests.support.dns import add_ipv6
 from tests.support.hosts import emulated_container, host_pair
@@ -69,15 +72,29 @@ def exchange(hosts, box, server_address):
     return json.loads(client.stdout), server_report
 
 
+def collectors(shared: bool, stack: ExitStack) -> UdpCollector:
+    """A UDP collector alone, or sharing its cgroup_skb object with a DNS collector."""
+    if not shared:
+        return stack.enter_context(UdpCollector())
+    probe = SkbProbe()
+    udp, dns = UdpCollector(probe=probe), DnsCollector(probe=probe)
+    stack.enter_context(udp)
+    stack.enter_context(dns)
+    assert dns.probe.loaded is udp.probe.loaded  # one object, one program per direction
+    return udp
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["alone", "shared-with-dns"])
 @pytest.mark.parametrize("family", [Family.IPV4, Family.IPV6])
-def test_bytes_and_datagrams_are_exact_on_both_sides(family):
-    subnet = "198.18.34" if family == Family.IPV4 else "198.18.35"
-    with UdpCollector() as collector, host_pair("nrc", subnet) as hosts, \
+def test_bytes_and_datagrams_are_exact_on_both_sides(family, shared):
+    subnet = "198.18.80" if family == Family.IPV4 else "198.18.81"
+    with ExitStack() as stack, host_pair("nru", subnet) as hosts, \
             emulated_container() as box:
+        collector = collectors(shared, stack)
         cgroup_id = box.cgroup_id
         client_address, server_address = hosts.client.address, hosts.server.address
         if family == Family.IPV6:
-            client_address, server_address = add_ipv6(hosts, "2001:db8:34")
+            client_address, server_address = add_ipv6(hosts, "2001:db8:80")
         client, server = exchange(hosts, box, server_address)
         time.sleep(0.2)
         snapshot = Snapshot(time.time_ns())
@@ -104,7 +121,7 @@ def test_bytes_and_datagrams_are_exact_on_both_sides(family):
 
 
 def test_counts_accumulate_across_intervals_without_loss():
-    with UdpCollector() as collector, host_pair("nrc", "198.18.36") as hosts, \
+    with UdpCollector() as collector, host_pair("nru", "198.18.82") as hosts, \
             emulated_container() as box:
         totals = []
         for _ in range(3):

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from otel_netreceiver.probes import abi, libbpf
-from otel_netreceiver.probes.cgroup_skb import (SkbSettings, address_text,
+from otel_netreceiver.probes.cgroup_skb import (SkbProbe, SkbSettings, address_text,
                                                 ctypes_layout, cgroup2_root)
 from otel_netreceiver.probes.dns import DnsCollector, DnsSettings
 from otel_netreceiver.probes.loader import OBJECTS_DIR, ProbeLoadError
@@ -135,3 +135,92 @@ def test_missing_object_is_a_one_line_error(tmp_path, make):
     with pytest.raises(ProbeLoadError, match=r"not built: run `make bpf`$") as failure:
         make(str(tmp_path / "missing.bpf.o")).__enter__()
     assert "\n" not in str(failure.value)
+
+
+class FakeMap:
+    def __init__(self):
+        self.max_entries = None
+
+    def set_max_entries(self, count):
+        self.max_entries = count
+
+
+class FakeObject:
+    """What SkbProbe's configure step writes: the settings global and map sizes."""
+
+    def __init__(self):
+        self.globals, self.maps = {}, {}
+
+    def set_global(self, name, data):
+        self.globals[name] = data
+
+    def map(self, name):
+        return self.maps.setdefault(name, FakeMap())
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Every load SkbProbe asks for: (configured object, skipped programs, open?)."""
+    from contextlib import contextmanager
+
+    from otel_netreceiver.probes import cgroup_skb
+    made = []
+
+    @contextmanager
+    def attached(name, configure, path=None, cgroup=None, skip=frozenset()):
+        obj = FakeObject()
+        configure(obj)
+        made.append({"name": name, "obj": obj, "skip": skip, "open": True})
+        try:
+            yield obj
+        finally:
+            made[-1]["open"] = False
+
+    monkeypatch.setattr(cgroup_skb, "attached", attached)
+    return made
+
+
+def flags_of(obj):
+    return abi.SkbSettings.from_buffer_copy(obj.globals["settings"]).flags
+
+
+@pytest.mark.parametrize("parts, flags, skip, ring, udp_entries", [
+    (("udp", "dns"), abi.SKB_SETTING_UDP | abi.SKB_SETTING_DNS | abi.SKB_SETTING_DNS_TCP,
+     frozenset(), DnsSettings.ring_buffer_bytes, UdpSettings.max_flows),
+    (("udp",), abi.SKB_SETTING_UDP, frozenset(), 4096, UdpSettings.max_flows),
+    (("dns",), abi.SKB_SETTING_DNS | abi.SKB_SETTING_DNS_TCP,
+     frozenset({"udp_bind4", "udp_bind6"}), DnsSettings.ring_buffer_bytes, 1),
+])
+def test_probe_loads_once_with_only_the_parts_in_use(loads, parts, flags, skip, ring,
+                                                     udp_entries):
+    probe = SkbProbe(SkbSettings(ipv6=False))
+    makers = {"udp": lambda: UdpCollector(probe=probe), "dns": lambda: DnsCollector(probe=probe)}
+    collectors = [makers[part]() for part in parts]
+    for collector in collectors:
+        probe.__enter__()  # what each collector's __enter__ does first
+    assert len(loads) == 1 and loads[0]["name"] == "skb" and loads[0]["skip"] == skip
+    obj = loads[0]["obj"]
+    assert flags_of(obj) == flags
+    assert obj.maps["dns_events"].max_entries == ring
+    assert obj.maps["udp_flows_a"].max_entries == obj.maps["udp_flows_b"].max_entries == udp_entries
+    for collector in collectors[1:]:
+        probe.__exit__(None, None, None)
+    assert loads[0]["open"]  # detached only when the last user leaves
+    probe.__exit__(None, None, None)
+    assert not loads[0]["open"] and probe.loaded is None
+
+
+def test_probe_refuses_parts_after_load(loads):
+    probe = SkbProbe()
+    probe.use("udp", lambda obj: None)
+    with probe:
+        with pytest.raises(RuntimeError, match="after the object was loaded"):
+            probe.use("dns", lambda obj: None)
+    with pytest.raises(ValueError, match="unknown cgroup_skb part 'tcp'"):
+        probe.use("tcp", lambda obj: None)
+
+
+def test_probe_without_parts_attaches_nothing(loads):
+    with pytest.raises(ValueError, match="no part in use"):
+        SkbProbe().__enter__()
+    assert loads == []
