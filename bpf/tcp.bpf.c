@@ -1,17 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 /* TCP flows, counted in the kernel.
  *
- * Per socket (`sockets`, socket storage that lives and dies with the struct sock) we keep
- * the flow key and the counter values last added to the aggregates; aggregates (`flows` ->
- * inner hash keyed by struct nr_flow_key) receive atomic deltas. Counters come from struct
+ * Per socket (`sockets`, keyed by the struct sock address) we keep the flow key and the
+ * counter values last added to the aggregates; aggregates (`flows` -> inner hash keyed by
+ * struct nr_flow_key) receive atomic deltas. Counters come from struct
  * tcp_sock itself, so nothing is counted per packet here. Deltas are flushed at close, at
  * destroy, and by the `iter/tcp` pass user space runs once per interval (which also finds
  * connections that existed before the agent started).
  *
- * Cost: most events touch nothing but a socket's own storage. An aggregate is looked up
- * when there is something to add to it: normally once per short connection and end (at
- * close or destroy, where the opening is counted too) and once per interval for a long
- * one. The per-call send/receive hooks are one storage lookup for every socket.
+ * Cost: most events touch nothing but a socket's own entry. An aggregate is looked up when
+ * there is something to add to it: normally once per short connection and end (at close
+ * or destroy, where the opening is counted too) and once per interval for a long one. The
+ * per-call send/receive hooks look a socket up only while some socket on its local port
+ * waits to be claimed (`provisional_on_port`); otherwise they read one counter and leave.
+ *
+ * Why a hash and not BPF_MAP_TYPE_SK_STORAGE: creating socket storage costs ~2 us per
+ * socket here (two memcg-charged allocations, and a free when the socket goes), against
+ * ~0.5 us for an insert into this preallocated hash plus ~0.3 us for the delete; with two
+ * tracked sockets per local connection that is more than the whole churn budget.
  *
  * The sockets handed to tp_btf and iter programs are trusted BTF pointers: fields are read
  * with plain (CO-RE relocated) loads, no bpf_probe_read_kernel call per field.
@@ -64,6 +70,8 @@ struct sock_state {
 	__s64 resets[2];          /* resets sent / received (no tcp_sock counter exists) */
 	__u32 flags;
 	__u32 passes;             /* iterator passes seen while provisional */
+	__u16 local_port;         /* its provisional_on_port slot */
+	__u16 _pad[3];
 };
 
 struct listener_key {
@@ -72,14 +80,16 @@ struct listener_key {
 	__u16 _pad[3];
 };
 
-/* No size to choose: the kernel frees a socket's entry with the socket, so no entry can
- * go stale or be found again by a later socket at the same address. */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
 	__type(value, struct sock_state);
 } sockets SEC(".maps");
+
+/* Provisional sockets by local port (any namespace): the send/receive hooks look a socket
+ * up only when its port has some. */
+__u32 provisional_on_port[65536] = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -116,6 +126,7 @@ struct {
 
 /* Zero values to insert from (too large for the BPF stack). */
 struct nr_flow_stats empty_stats = {};
+struct sock_state empty_sock = {};
 
 static __always_inline void gauge_add(__u32 gauge, __s64 delta)
 {
@@ -273,33 +284,56 @@ static __always_inline void forget_listener(const struct sock *sk)
 
 /* --- per-socket state ------------------------------------------------------------------ */
 
-static __always_inline struct sock_state *lookup_sock(struct sock *sk)
+static __always_inline struct sock_state *lookup_sock(const struct sock *sk)
 {
-	return bpf_sk_storage_get(&sockets, sk, NULL, 0);
+	__u64 key = (__u64)sk;
+
+	return bpf_map_lookup_elem(&sockets, &key);
 }
 
-/* This socket's state, fresh, with its key filled from the socket; NULL (counted) when
- * no storage could be allocated. */
+static __always_inline void provisional_add(__u16 port, int delta)
+{
+	__sync_fetch_and_add(&provisional_on_port[port], delta);
+}
+
+/* The entry at a socket's address is ours now: the old one is an earlier connection of
+ * this socket, or one whose destroy we never saw. If its close was never seen either,
+ * that connection's counts are lost: say so. */
+static __always_inline void replace_sock(struct sock_state *st)
+{
+	__u32 flags = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
+
+	if (!(flags & SOCK_ENDED))
+		count_loss(NR_LOSS_CLOSE_MISSED);
+	if (__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL)
+		provisional_add(st->local_port, -1);
+	gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
+}
+
+/* A fresh `sockets` entry with its key filled from the socket; NULL (counted) when full. */
 static __always_inline struct sock_state *track_sock(struct sock *sk, __u8 direction,
 						     __u32 flags)
 {
-	struct sock_state *st = lookup_sock(sk);
+	__u64 key = (__u64)sk;
+	struct sock_state *st;
+	long err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_NOEXIST);
 
-	if (st) {
-		/* A second connection on one socket (connect after a failed connect or a
-		 * disconnect). If the first one's close was never seen, its counts are lost. */
-		if (!(st->flags & SOCK_ENDED))
-			count_loss(NR_LOSS_CLOSE_MISSED);
-		__builtin_memset(st, 0, sizeof(*st));
-		gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
-	} else {
-		st = bpf_sk_storage_get(&sockets, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!st) {
-			count_loss(NR_LOSS_SOCKETS_FULL);
-			return NULL;
-		}
+	if (err == -EEXIST) {
+		st = bpf_map_lookup_elem(&sockets, &key);
+		if (st)
+			replace_sock(st);
+		err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_EXIST);
+	} else if (!err) {
 		gauge_add(NR_GAUGE_SOCKETS, 1);
 	}
+	st = err ? NULL : bpf_map_lookup_elem(&sockets, &key);
+	if (!st) {
+		count_loss(NR_LOSS_SOCKETS_FULL);
+		return NULL;
+	}
+	st->local_port = sk->__sk_common.skc_num;
+	if (flags & SOCK_PROVISIONAL)
+		provisional_add(st->local_port, 1);
 	st->flags = flags;
 	st->key.transport = NR_TRANSPORT_TCP;
 	st->key.direction = direction;
@@ -385,6 +419,7 @@ static __always_inline void finalize(struct sock *sk, struct sock_state *st, boo
 		return;
 	if (!(__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL))
 		return;  /* someone else finalized it */
+	provisional_add(st->local_port, -1);
 	if (from_task)
 		identity_from_task(&st->key.id, sk);
 }
@@ -530,27 +565,35 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-/* Resets may follow the CLOSE transition (SO_LINGER 0 closes, then sends the reset), so
- * the last flush is here; the storage goes with the socket. */
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(tcp_destroy, struct sock *sk)
+/* The last counts of a socket whose end is already counted. */
+static __always_inline void last_flush(struct sock *sk, struct sock_state *st)
 {
-	struct sock_state *st = lookup_sock(sk);
 	struct nr_flow_stats *stats;
 	__s64 delta[C_MAX];
 
-	if (!st)
-		return 0;
-	gauge_add(NR_GAUGE_SOCKETS, -1);
-	if (!(st->flags & SOCK_ENDED)) {
-		end(sk, st);
-		return 0;
-	}
 	if (!take_deltas(sk, st, delta))
-		return 0;
+		return;
 	stats = flow_stats(&st->key);
 	if (stats)
 		add_deltas(stats, delta);
+}
+
+/* Resets may follow the CLOSE transition (SO_LINGER 0 closes, then sends the reset), so
+ * the entry lives until the socket is destroyed. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tcp_destroy, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
+
+	if (!st)
+		return 0;
+	if (st->flags & SOCK_ENDED)
+		last_flush(sk, st);
+	else
+		end(sk, st);
+	if (bpf_map_delete_elem(&sockets, &key) == 0)
+		gauge_add(NR_GAUGE_SOCKETS, -1);
 	return 0;
 }
 
@@ -579,12 +622,15 @@ int BPF_PROG(tcp_reset_received, struct sock *sk)
 
 /* --- owner of accepted sockets: the first process that reads or writes ----------------- */
 
-/* Runs on every send and receive of every socket. Only sockets we track have storage in
- * `sockets`, so the lookup is the filter: no other field is read. */
+/* Runs on every send and receive of every socket: while no socket on this local port
+ * waits to be claimed, one field and one counter are read. */
 static __always_inline void claim(struct sock *sk)
 {
-	struct sock_state *st = lookup_sock(sk);
+	struct sock_state *st;
 
+	if (!provisional_on_port[sk->__sk_common.skc_num] || !is_tcp_inet(sk))
+		return;
+	st = lookup_sock(sk);
 	if (st && (st->flags & SOCK_PROVISIONAL))
 		finalize(sk, st, true);
 }

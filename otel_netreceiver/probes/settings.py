@@ -3,7 +3,7 @@
 Keys (all optional; docs/configuration.md describes them):
 
     probes:
-      tcp: {max_flows: 16384, max_listeners: 4096, idle_intervals: 10}
+      tcp: {max_sockets: 65536, max_flows: 16384, max_listeners: 4096, idle_intervals: 10}
       udp: {max_flows: 16384, idle_intervals: 10}
       dns:
         ports: [53]               # UDP and TCP ports whose traffic is parsed as DNS
@@ -46,11 +46,8 @@ class ProbesConfig:
 def probes_config(value: Any, where: str = "probes") -> ProbesConfig:
     """A ProbesConfig from the parsed (env-expanded) `probes:` mapping; None gives defaults."""
     top = mapping(value, where, {"tcp", "udp", "dns"})
-    if isinstance(top.get("tcp"), dict) and "max_sockets" in top["tcp"]:
-        raise ConfigError(f"{where}.tcp.max_sockets: no longer a setting (per-socket state is "
-                          "allocated with each socket, there is no table to size): remove it")
     tcp = mapping(top.get("tcp"), f"{where}.tcp",
-                   {"max_flows", "max_listeners", "idle_intervals"})
+                   {"max_sockets", "max_flows", "max_listeners", "idle_intervals"})
     udp = mapping(top.get("udp"), f"{where}.udp", {"max_flows", "idle_intervals"})
     dns = mapping(top.get("dns"), f"{where}.dns",
                    {"ports", "over_tcp", "timeout", "max_names", "max_pending",
@@ -58,6 +55,7 @@ def probes_config(value: Any, where: str = "probes") -> ProbesConfig:
     skb = _skb(dns, f"{where}.dns")
     return ProbesConfig(
         tcp=TcpSettings(
+            sockets_max=_count(tcp, "max_sockets", f"{where}.tcp", TcpSettings.sockets_max),
             flows_max=_count(tcp, "max_flows", f"{where}.tcp", TcpSettings.flows_max),
             listeners_max=_count(tcp, "max_listeners", f"{where}.tcp", TcpSettings.listeners_max),
             idle_intervals=_count(tcp, "idle_intervals", f"{where}.tcp", TcpSettings.idle_intervals),

@@ -39,12 +39,9 @@ _FAILURES = {abi.Failure.REFUSED: FailureReason.REFUSED, abi.Failure.TIMEOUT: Fa
 
 @dataclass
 class TcpSettings:
-    """Map sizes (entries), histogram bounds (seconds) and where the object is.
+    """Map sizes (entries), histogram bounds (seconds) and where the object is."""
 
-    Per-socket state needs no size: it is socket storage, allocated with each tracked
-    socket and freed with it (`tcp.sockets.tracked` says how many there are).
-    """
-
+    sockets_max: int = 65536       # live connections tracked at once
     flows_max: int = 16384         # distinct flow keys per interval (each of two maps)
     listeners_max: int = 4096
     duration_bounds: tuple[float, ...] = DEFAULT_DURATION_BOUNDS
@@ -150,7 +147,7 @@ class TcpCollector:
         s = self.settings
         settings = abi.make_settings(s.duration_bounds, s.rtt_bounds)
         obj.set_global("settings", bytes(settings))
-        for name, size in (("listeners", s.listeners_max),
+        for name, size in (("sockets", s.sockets_max), ("listeners", s.listeners_max),
                            ("flows_a", s.flows_max), ("flows_b", s.flows_max)):
             obj.map(name).set_max_entries(size)
 
@@ -220,6 +217,7 @@ class TcpCollector:
         return {
             "tcp.sockets.tracked": float(values[abi.Gauge.SOCKETS]),
             "tcp.sockets.replaced": float(values[abi.Gauge.SOCKETS_REPLACED]),
+            "tcp.sockets.capacity": float(self.settings.sockets_max),
             "tcp.flows.drained": float(self.drained_last),
             "tcp.flows.capacity": float(self.settings.flows_max),
             "tcp.flows.tracked": float(len(self.table)),

@@ -130,12 +130,12 @@ def test_default_loaders_pass_catalog_bounds():
 
 
 def test_default_loaders_pass_the_configured_probe_settings():
-    probes = probes_config({"tcp": {"max_listeners": 1000, "max_flows": 500},
+    probes = probes_config({"tcp": {"max_sockets": 1000, "max_flows": 500},
                             "udp": {"max_flows": 300},
                             "dns": {"ports": [53, 5353], "timeout": "2s", "max_names": 7}})
     loaders = agent.default_loaders(CATALOG, probes)
     tcp, udp, dns = (loaders[kind]() for kind in (RecordKind.TCP, RecordKind.UDP, RecordKind.DNS))
-    assert (tcp.settings.listeners_max, tcp.settings.flows_max) == (1000, 500)
+    assert (tcp.settings.sockets_max, tcp.settings.flows_max) == (1000, 500)
     assert tcp.settings.rtt_bounds == CATALOG.metrics["tcp.rtt"].bounds
     assert udp.settings.max_flows == 300
     assert (dns.settings.timeout, dns.settings.max_names) == (2.0, 7)

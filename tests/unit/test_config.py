@@ -195,7 +195,7 @@ BAD_FILES = [
     ("enrich:\n  kubernetes: {enabled: true, nodename: x}\n", "enrich.kubernetes: unknown key 'nodename'"),
     ("enrich:\n  kubernetes: {labels: app}\n", "enrich.kubernetes.labels: expected a list"),
     ("a: [\n", "not valid YAML"),
-    ("probes:\n  tcp: {max_sockets: 65536}\n", "probes.tcp.max_sockets: no longer a setting"),
+    ("probes:\n  tcp: {max_sockets: 0}\n", "probes.tcp.max_sockets: expected a whole number of at least 1"),
     ("probes:\n  tcp: {max_flows: lots}\n", "probes.tcp.max_flows: expected a whole number"),
     ("probes:\n  tcp: {sockets: 10}\n", "probes.tcp: unknown key 'sockets'"),
     ("probes:\n  udp: {max_flows: true}\n", "probes.udp.max_flows: expected a whole number"),
@@ -294,11 +294,11 @@ enrich:
 def test_probe_settings_come_from_the_file(tmp_path):
     settings = load(write(tmp_path, """
 probes:
-  tcp: {max_listeners: 200, idle_intervals: 3}
+  tcp: {max_sockets: 200000, idle_intervals: 3}
   dns: {ports: [53, 5353], over_tcp: false, timeout: 1500ms, names_cache_size: 10}
 """), {})
     probes = settings.probes
-    assert (probes.tcp.listeners_max, probes.tcp.flows_max, probes.tcp.idle_intervals) == (200, 16384, 3)
+    assert (probes.tcp.sockets_max, probes.tcp.flows_max, probes.tcp.idle_intervals) == (200000, 16384, 3)
     assert (probes.dns.timeout, probes.names_cache_size) == (1.5, 10)
     assert probes.udp.skb == probes.dns.skb
     assert (probes.dns.skb.dns_ports, probes.dns.skb.dns_over_tcp) == ((53, 5353), False)
