@@ -383,9 +383,11 @@ static __always_inline void add_deltas(struct nr_flow_stats *stats, const __s64 
 }
 
 /* Count the opening once (never for a connection that predates us), then add what
- * changed since the last flush to the aggregate `stats` of this socket's key. */
+ * changed since the last flush to the aggregate `stats` of this socket's key. `ending`:
+ * an established connection ends in this call, so it leaves the active count (or never
+ * enters it, when its opening is counted in the same call). */
 static __always_inline void account(struct sock *sk, struct sock_state *st,
-				    struct nr_flow_stats *stats)
+				    struct nr_flow_stats *stats, bool ending)
 {
 	__s64 delta[C_MAX];
 
@@ -393,7 +395,10 @@ static __always_inline void account(struct sock *sk, struct sock_state *st,
 	    !(__sync_fetch_and_or(&st->flags, SOCK_COUNTED) & SOCK_COUNTED)) {
 		if (!(st->flags & SOCK_PREEXISTING))
 			__sync_fetch_and_add(&stats->opened, 1);
-		__sync_fetch_and_add(&stats->active, 1);
+		if (!ending)
+			__sync_fetch_and_add(&stats->active, 1);
+	} else if (ending) {
+		__sync_fetch_and_add(&stats->active, -1);
 	}
 	if (take_deltas(sk, st, delta))
 		add_deltas(stats, delta);
@@ -505,15 +510,15 @@ static __always_inline void end(struct sock *sk, struct sock_state *st)
 	stats = flow_stats(&st->key);
 	if (!stats)
 		return;
-	account(sk, st, stats);
 	if (!(st->flags & SOCK_ESTABLISHED)) {
+		account(sk, st, stats, false);
 		reason = failure_reason(sk);
 		if (reason < NR_FAIL_MAX)
 			__sync_fetch_and_add(&stats->failed[reason], 1);
 		return;
 	}
+	account(sk, st, stats, true);
 	__sync_fetch_and_add(&stats->closed, 1);
-	__sync_fetch_and_add(&stats->active, -1);
 	rtt_sample(sk, stats);
 	if (st->start_ns)
 		hist_add(&stats->duration, settings.duration_bounds_ns, settings.duration_nbounds,
@@ -689,7 +694,7 @@ static __always_inline void visit(struct sock *sk, struct sock_state *st)
 	stats = flow_stats(&st->key);
 	if (!stats)
 		return;
-	account(sk, st, stats);
+	account(sk, st, stats, false);
 	rtt_sample(sk, stats);
 }
 
