@@ -30,6 +30,20 @@ def list_netns(proc: Path = Path("/proc"), named: Path = Path("/run/netns")) -> 
     return result
 
 
+def tcp_sockets_in_use(proc_net: Path = Path("/proc/thread-self/net")) -> int:
+    """Hashed TCP sockets (IPv4 + IPv6: listening, connecting, connected) of this thread's
+    network namespace, from sockstat's `inuse` (TIME_WAIT is not in it)."""
+    total = 0
+    for name, label in (("sockstat", "TCP:"), ("sockstat6", "TCP6:")):
+        try:
+            lines = (proc_net / name).read_text().splitlines()
+        except OSError:
+            continue  # no IPv6
+        for fields in (line.split() for line in lines if line.startswith(f"{label} ")):
+            total += int(fields[fields.index("inuse") + 1])
+    return total
+
+
 def current_netns() -> tuple[int, int]:
     info = os.stat("/proc/thread-self/ns/net")
     return info.st_dev, info.st_ino
