@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from opentelemetry.sdk.metrics.export import MetricsData
-
 from otel_netreceiver.config import ExporterConfig
+from otel_netreceiver.metrics.points import Batch
 
 
 class Exporter(Protocol):
     name: str
     delta: bool
 
-    def export(self, data: MetricsData) -> bool: ...  # True on success
+    def export(self, batch: Batch) -> bool: ...  # True on success
 
     def shutdown(self) -> None: ...
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, MetricsData
-
 from otel_netreceiver.config import ExporterConfig
+from otel_netreceiver.flows.model import Histogram
+from otel_netreceiver.metrics.points import Batch, MetricData, Point
 
 
 class DebugExporter:
@@ -21,9 +21,9 @@ class DebugExporter:
         self._verbosity = config.verbosity
         self._out = out
 
-    def export(self, data: MetricsData) -> bool:
+    def export(self, batch: Batch) -> bool:
         out = self._out or sys.stdout
-        out.write("\n".join(render(data, self._verbosity)) + "\n")
+        out.write("\n".join(render(batch, self._verbosity)) + "\n")
         out.flush()
         return True
 
@@ -31,40 +31,40 @@ class DebugExporter:
         pass
 
 
-def render(data: MetricsData, verbosity: str = "normal") -> list[str]:
+def render(batch: Batch, verbosity: str = "normal") -> list[str]:
     """The lines describing one export."""
-    resources = data.resource_metrics
-    metrics = [m for r in resources for s in r.scope_metrics for m in s.metrics]
-    points = sum(len(m.data.data_points) for m in metrics)
-    lines = [f"export: {len(resources)} resources, {len(metrics)} metrics, {points} data points"]
+    metrics = [metric for _, _, metric in batch.metrics()]
+    points = sum(len(m.points) for m in metrics)
+    lines = [f"export: {len(batch.resources)} resources, {len(metrics)} metrics, {points} data points"]
     if verbosity == "basic":
         return lines
-    for resource in resources:
-        lines.append(f"resource {_attributes(resource.resource.attributes)}")
-        for scope in resource.scope_metrics:
+    for resource in batch.resources:
+        lines.append(f"resource {_attributes(resource.attributes.items)}")
+        for scope in resource.scopes:
             for metric in scope.metrics:
-                lines.extend(_metric(scope.scope.name, metric, verbosity))
+                lines.extend(_metric(scope.name, metric, verbosity))
     return lines
 
 
-def _metric(scope: str, metric, verbosity: str) -> list[str]:
-    points = metric.data.data_points
-    lines = [f"  {scope} {metric.name} [{metric.unit}] {len(points)} points, total {_total(points)}"]
+def _metric(scope: str, metric: MetricData, verbosity: str) -> list[str]:
+    points, definition = metric.points, metric.definition
+    lines = [f"  {scope} {definition.name} [{definition.unit}] {len(points)} points, total {_total(points)}"]
     if verbosity == "detailed":
-        lines.extend(f"    {_value(p)} {_attributes(p.attributes)}" for p in points)
+        lines.extend(f"    {_value(p)} {_attributes(p.attribute_items())}" for p in points)
     return lines
 
 
-def _total(points) -> str:
-    total = sum(p.count if isinstance(p, HistogramDataPoint) else p.value for p in points)
+def _total(points: list[Point]) -> str:
+    total = sum(p.value.count if isinstance(p.value, Histogram) else p.value for p in points)
     return f"{total:g}" if isinstance(total, float) else str(total)
 
 
-def _value(point) -> str:
-    if isinstance(point, HistogramDataPoint):
-        return f"count={point.count} sum={point.sum:g} buckets={list(point.bucket_counts)}"
-    return f"value={point.value}"
+def _value(point: Point) -> str:
+    value = point.value
+    if isinstance(value, Histogram):
+        return f"count={value.count} sum={value.sum:g} buckets={list(value.counts)}"
+    return f"value={value}"
 
 
-def _attributes(attributes) -> str:
-    return "{" + ", ".join(f"{k}={v}" for k, v in sorted((attributes or {}).items())) + "}"
+def _attributes(items) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(items)) + "}"

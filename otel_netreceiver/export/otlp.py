@@ -1,7 +1,10 @@
 """OTLP over gRPC or HTTP/protobuf through the OpenTelemetry SDK's own exporters.
 
-Everything the configuration resolved (endpoint, headers, TLS, compression, timeout) is
-passed explicitly, so the SDK does not read the environment a second time.
+Each Batch is encoded here (`export/encoding.py`), one request of at most
+MAX_POINTS_PER_REQUEST points at a time, and each request is sent by the SDK's exporter
+(`export/transport.py`). Everything the configuration resolved (endpoint, headers, TLS,
+compression, timeout) is passed explicitly, so the SDK does not read the environment a
+second time.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import logging
 from pathlib import Path
 from urllib.parse import urlparse
 
-from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
-
 from otel_netreceiver.config import ExporterConfig
+from otel_netreceiver.export import encoding, transport
+from otel_netreceiver.metrics.points import Batch
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +26,23 @@ MAX_POINTS_PER_REQUEST = 8192
 
 
 class OtlpExporter:
-    """Sends MetricsData to an OTLP endpoint; `export` never raises."""
+    """Sends a Batch to an OTLP endpoint; `export` never raises."""
 
     def __init__(self, config: ExporterConfig) -> None:
         self.name = config.name
         self.delta = config.delta
-        self._timeout_s = config.timeout_s
         self._sdk = _grpc(config) if config.type == "otlp" else _http(config)
 
-    def export(self, data: MetricsData) -> bool:
+    def export(self, batch: Batch) -> bool:
+        """Every request of the batch, in order; stops at the first that fails."""
         try:
-            result = self._sdk.export(data, timeout_millis=self._timeout_s * 1000)
+            for request in encoding.requests(batch, MAX_POINTS_PER_REQUEST):
+                if not self._sdk.send(request):
+                    return False
         except Exception as err:  # the SDK should not raise; a bug there must not stop the agent
             log.warning("exporter %s: export failed: %s", self.name, err)
             return False
-        return result is MetricExportResult.SUCCESS
+        return True
 
     def shutdown(self) -> None:
         self._sdk.shutdown()
@@ -45,7 +50,6 @@ class OtlpExporter:
 
 def _grpc(config: ExporterConfig):
     import grpc
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
     parsed = urlparse(config.endpoint if "://" in config.endpoint else f"//{config.endpoint}")
     insecure = config.tls.insecure if config.tls.insecure is not None else parsed.scheme == "http"
@@ -56,23 +60,20 @@ def _grpc(config: ExporterConfig):
     )
     compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(
         config.compression, grpc.Compression.NoCompression)
-    return OTLPMetricExporter(endpoint=parsed.netloc, insecure=insecure, credentials=credentials,
-                              headers=dict(config.headers), timeout=config.timeout_s,
-                              max_export_batch_size=MAX_POINTS_PER_REQUEST,
-                              compression=compression)
+    return transport.grpc_exporter(endpoint=parsed.netloc, insecure=insecure, credentials=credentials,
+                                   headers=dict(config.headers), timeout=config.timeout_s,
+                                   compression=compression)
 
 
 def _http(config: ExporterConfig):
     from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-    return OTLPMetricExporter(endpoint=config.endpoint, certificate_file=config.tls.ca_file,
-                              client_key_file=config.tls.key_file,
-                              client_certificate_file=config.tls.cert_file,
-                              headers=dict(config.headers), timeout=config.timeout_s,
-                              max_export_batch_size=MAX_POINTS_PER_REQUEST,
-                              compression=Compression(config.compression),
-                              session=_session() if config.tls.ca_file else None)
+    return transport.http_exporter(endpoint=config.endpoint, certificate_file=config.tls.ca_file,
+                                   client_key_file=config.tls.key_file,
+                                   client_certificate_file=config.tls.cert_file,
+                                   headers=dict(config.headers), timeout=config.timeout_s,
+                                   compression=Compression(config.compression),
+                                   session=_session() if config.tls.ca_file else None)
 
 
 def _session():

@@ -13,12 +13,12 @@ import logging
 import re
 import threading
 
-from opentelemetry.sdk.metrics.export import Histogram, MetricsData, Sum
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 from otel_netreceiver.config import ExporterConfig
+from otel_netreceiver.metrics.points import Batch, MetricData
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,14 @@ def sanitize(name: str) -> str:
 
 
 class PrometheusExporter:
-    """Keeps the last MetricsData and renders it on each scrape."""
+    """Keeps the last Batch and renders it on each scrape."""
 
     delta = False
 
     def __init__(self, config: ExporterConfig) -> None:
         self.name = config.name
         host, _, port = config.endpoint.rpartition(":")
-        self._latest: MetricsData | None = None
+        self._latest: Batch | None = None
         self._lock = threading.Lock()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
@@ -60,9 +60,9 @@ class PrometheusExporter:
             raise OSError(f"prometheus exporter: cannot listen on {config.endpoint}: {err.strerror}") from err
         log.info("prometheus exporter listening on http://%s/metrics", config.endpoint)
 
-    def export(self, data: MetricsData) -> bool:
+    def export(self, batch: Batch) -> bool:
         with self._lock:
-            self._latest = data
+            self._latest = batch
         return True
 
     def shutdown(self) -> None:
@@ -76,22 +76,22 @@ class PrometheusExporter:
         if data is None:
             return []
         families: dict[str, Metric] = {}
-        for resource in data.resource_metrics:
-            resource_labels = _labels(resource.resource.attributes)
-            for scope in resource.scope_metrics:
+        for resource in data.resources:
+            resource_labels = _labels(resource.attributes.items)
+            for scope in resource.scopes:
                 for metric in scope.metrics:
                     _add_samples(families, metric, resource_labels)
         return list(families.values())
 
 
-def _add_samples(families: dict[str, Metric], metric, resource_labels: dict[str, str]) -> None:
-    data = metric.data
-    monotonic = isinstance(data, Sum) and data.is_monotonic
-    kind = "histogram" if isinstance(data, Histogram) else "counter" if monotonic else "gauge"
-    name = metric_name(metric.name, metric.unit or "", kind, monotonic)
-    family = families.setdefault(name, Metric(name, metric.description or metric.name, kind))
-    for point in data.data_points:
-        labels = {**resource_labels, **_labels(point.attributes)}
+def _add_samples(families: dict[str, Metric], metric: MetricData, resource_labels: dict[str, str]) -> None:
+    definition = metric.definition
+    monotonic = definition.kind == "sum" and definition.monotonic
+    kind = "histogram" if definition.kind == "histogram" else "counter" if monotonic else "gauge"
+    name = metric_name(definition.name, definition.unit or "", kind, monotonic)
+    family = families.setdefault(name, Metric(name, definition.description or definition.name, kind))
+    for point in metric.points:
+        labels = {**resource_labels, **_labels(point.attribute_items())}
         if kind == "histogram":
             _histogram_samples(family, name, labels, point)
         else:
@@ -99,13 +99,13 @@ def _add_samples(families: dict[str, Metric], metric, resource_labels: dict[str,
 
 
 def _histogram_samples(family: Metric, name: str, labels: dict[str, str], point) -> None:
-    cumulative = 0
-    for bound, count in zip([*point.explicit_bounds, float("inf")], point.bucket_counts):
+    cumulative, value = 0, point.value
+    for bound, count in zip([*value.bounds, float("inf")], value.counts):
         cumulative += count
         family.add_sample(f"{name}_bucket", {**labels, "le": floatToGoString(bound)}, cumulative)
-    family.add_sample(f"{name}_sum", labels, point.sum)
-    family.add_sample(f"{name}_count", labels, point.count)
+    family.add_sample(f"{name}_sum", labels, value.sum)
+    family.add_sample(f"{name}_count", labels, value.count)
 
 
-def _labels(attributes) -> dict[str, str]:
-    return {sanitize(k): str(v) for k, v in (attributes or {}).items()}
+def _labels(items) -> dict[str, str]:
+    return {sanitize(k): str(v) for k, v in items}

@@ -1,38 +1,35 @@
-"""EnrichedSnapshot -> OTLP MetricsData (the SDK's data classes), one Resource per workload.
+"""EnrichedSnapshot -> Batch (metrics/points.py), one resource per workload, in one pass.
 
 Values arrive cumulative. With delta temporality the builder subtracts the previous
 cumulative value of each point (monotonic sums and histograms; non-monotonic sums stay
 cumulative, as the SDK's delta preference does), and the point starts where the last
 one ended. Records that share a resource and attribute set after attribute opt-outs are
 added together.
+
+Cost follows the series that changed: the records of one resource that export the same
+attribute set form a `_Unit`, kept across intervals with its points. A record whose
+series is the same object as last interval (FlowTable hands out the same Series for an
+unchanged TCP key) and whose attributes did not change reuses its unit's points as they
+are, with the encoder's bytes cached on them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Gauge,
-    Histogram as OtlpHistogram,
-    HistogramDataPoint,
-    Metric,
-    MetricsData,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 
 from otel_netreceiver import __version__
 from otel_netreceiver.flows.model import EnrichedSnapshot, Histogram, Record, RecordKind
 from otel_netreceiver.metrics import fields
 from otel_netreceiver.metrics.catalog import Catalog, MetricDef
+from otel_netreceiver.metrics.points import (
+    CUMULATIVE, DELTA, EMPTY, AttributeSet, Batch, MetricData, Point, ResourceData, ScopeData,
+)
 
 AttrKey = tuple[tuple[str, object], ...]
 DELTA_MEMORY_BUILDS = 30  # intervals a vanished series' last value is kept for delta
+CACHE_BUILDS = 3  # intervals an unseen series' attribute set and points are kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,26 +50,67 @@ class AgentTelemetry:
     collection_duration_s: float | None = None
 
 
-@dataclass(slots=True)
-class _Point:
-    start_ns: int
-    value: int | float | Histogram
+@dataclass(frozen=True, slots=True)
+class _FlowMetric:
+    definition: MetricDef
+    field: fields.Field
+    allowed: frozenset[str]
+    index: int  # position among the enabled metrics of its record kind
+
+
+class _Resource:
+    """One exported resource (attributes after opt-outs), interned across intervals."""
+
+    __slots__ = ("attributes", "build")
+
+    def __init__(self, items: AttrKey) -> None:
+        self.attributes = AttributeSet(items)
+        self.build = 0
+
+
+class _Unit:
+    """The records of one resource and kind exporting one attribute set, and their points."""
+
+    __slots__ = ("resource", "kind", "attributes", "projections", "narrow", "series",
+                 "attrs_src", "resource_src", "points", "build", "record", "others", "stale")
+
+    def __init__(self, resource: _Resource, kind: RecordKind, attributes: AttributeSet,
+                 projections: list[AttributeSet]) -> None:
+        self.resource, self.kind, self.attributes = resource, kind, attributes
+        # per metric of the kind: the attributes it keeps; narrow when it drops some
+        self.projections = projections
+        self.narrow = any(p is not attributes for p in projections)
+        self.series = self.attrs_src = self.resource_src = self.record = self.others = None
+        self.points: list[list[Point]] | None = None
+        self.build = 0
+        self.stale = True
 
 
 class MetricsBuilder:
-    """Builds MetricsData per interval; holds only the previous values needed for delta."""
+    """Builds a Batch per interval; holds the units and the previous values delta needs."""
 
     def __init__(self, catalog: Catalog, settings: BuildSettings,
                  agent_resource: dict[str, object], start_ns: int) -> None:
         self._catalog = catalog
         self._settings = settings
-        self._agent_resource = self._filter_resource(agent_resource)
+        agent = {k: v for k, v in agent_resource.items() if k not in settings.dropped_resource_attributes}
+        self._agent_resource = AttributeSet(tuple(sorted(agent.items())))
         self._start_ns = start_ns
-        self._flow_metrics = [m for name, m in catalog.metrics.items()
-                              if name in fields.FIELDS and name in settings.enabled_metrics]
-        self._allowed = {m.name: frozenset(a.name for a in m.attributes) - settings.dropped_attributes
-                         for m in catalog.metrics.values()}
-        self._keys: dict[tuple[int, frozenset[str]], AttrKey] = {}
+        self._by_kind: dict[RecordKind, list[_FlowMetric]] = {kind: [] for kind in RecordKind}
+        self._flow_metrics: list[_FlowMetric] = []
+        for name, definition in catalog.metrics.items():
+            if name in fields.FIELDS and name in settings.enabled_metrics:
+                table = fields.FIELDS[name]
+                allowed = frozenset(a.name for a in definition.attributes) - settings.dropped_attributes
+                metric = _FlowMetric(definition, table, allowed, len(self._by_kind[table.kind]))
+                self._by_kind[table.kind].append(metric)
+                self._flow_metrics.append(metric)
+        self._union = {kind: frozenset().union(*(m.allowed for m in metrics))
+                       for kind, metrics in self._by_kind.items()}
+        self._units: dict[tuple, _Unit] = {}
+        self._by_series: dict[int, _Unit] = {}
+        self._resources: dict[AttrKey, _Resource] = {}
+        self._extras: dict[tuple, AttributeSet] = {}
         # delta state: point key -> (series start, time of last export, cumulative value, build)
         self._previous: dict[tuple, tuple[int, int, int | float | Histogram, int]] = {}
         self._builds = 0
@@ -82,116 +120,205 @@ class MetricsBuilder:
         delta = self._settings.delta
         return AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
 
-    def build(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> MetricsData:
-        """One MetricsData: a ResourceMetrics per workload, then the agent's own."""
+    def build(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> Batch:
+        """One Batch: a resource per workload, then the agent's own."""
         self._builds += 1
-        self._keys = {}
-        scopes: dict[AttrKey, list[ScopeMetrics]] = {}
-        for resource, records in self._group(enriched.records).items():
-            metrics = self._flow_metrics_for(resource, records, enriched.time_ns)
+        batch = Batch(enriched.time_ns)
+        by_items: dict[AttrKey, ResourceData] = {}
+        for resource, units in self._group(enriched.records).items():
+            metrics = self._metrics_of(resource, units, enriched.time_ns)
             if metrics:
-                scopes.setdefault(resource, []).append(self._scope(self._catalog.flows_scope, metrics))
+                data = ResourceData(resource.attributes, [self._scope(self._catalog.flows_scope, metrics)])
+                by_items[resource.attributes.items] = data
+                batch.resources.append(data)
         agent = self._agent_metrics(enriched, telemetry)
         if agent:
-            # The same Resource twice would be merged (and clobbered) by the encoder: share it.
-            key = tuple(sorted(self._agent_resource.items()))
-            scopes.setdefault(key, []).append(self._scope(self._catalog.agent_scope, agent))
+            # The same resource twice would be two resources to a backend: share it.
+            data = by_items.get(self._agent_resource.items)
+            if data is None:
+                data = ResourceData(self._agent_resource)
+                batch.resources.append(data)
+            data.scopes.append(self._scope(self._catalog.agent_scope, agent))
         self._forget_old_series()
-        self._keys = {}
-        return MetricsData([ResourceMetrics(Resource(dict(resource), ""), scope_metrics, "")
-                            for resource, scope_metrics in scopes.items()])
+        return batch
 
-    # -- flows -------------------------------------------------------------------------
+    # -- flows: records -> units ---------------------------------------------------------
 
-    def _group(self, records: list[Record]) -> dict[AttrKey, list[Record]]:
-        groups: dict[AttrKey, list[Record]] = {}
+    def _group(self, records: list[Record]) -> dict[_Resource, list[_Unit]]:
+        """The units seen this interval, per resource, each with its records."""
+        groups: dict[_Resource, list[_Unit]] = {}
+        build = self._builds
         for record in records:
-            resource = tuple(kv for kv in record.resource
-                             if kv[0] not in self._settings.dropped_resource_attributes)
-            groups.setdefault(resource, []).append(record)
+            unit = self._unchanged_unit(record)
+            unchanged = unit is not None
+            if unit is None:
+                unit = self._unit(record)
+            if unit.build != build:
+                unit.build, unit.record, unit.others, unit.stale = build, record, None, not unchanged
+                groups.setdefault(unit.resource, []).append(unit)
+            else:  # records that collapse into one attribute set after opt-outs
+                unit.others = [*(unit.others or ()), record]
+                unit.stale = True
         return groups
 
-    def _flow_metrics_for(self, resource: AttrKey, records: list[Record], time_ns: int) -> list[Metric]:
-        metrics = []
-        for definition in self._flow_metrics:
-            points = self._aggregate(definition, records)
-            if points:
-                metrics.append(self._metric(definition, ("flow", resource), points, time_ns))
-        return metrics
+    def _unchanged_unit(self, record: Record) -> _Unit | None:
+        """The unit this record's series fed last interval, if nothing about it changed."""
+        unit = self._by_series.get(id(record.series))
+        if unit is None or unit.series is not record.series or unit.kind is not record.kind:
+            return None
+        same_attributes = record.attributes is unit.attrs_src or record.attributes == unit.attrs_src
+        same_resource = record.resource is unit.resource_src or record.resource == unit.resource_src
+        return unit if same_attributes and same_resource else None
 
-    def _aggregate(self, definition: MetricDef, records: list[Record]) -> dict[AttrKey, _Point]:
-        """Sum the series of one resource per exported attribute set."""
-        table = fields.FIELDS[definition.name]
-        allowed = self._allowed[definition.name]
-        points: dict[AttrKey, _Point] = {}
+    def _unit(self, record: Record) -> _Unit:
+        resource = self._resource(record.resource)
+        union = self._union[record.kind]
+        items = tuple(sorted(kv for kv in record.attributes.items() if kv[0] in union))
+        key = (resource, record.kind, items)
+        unit = self._units.get(key)
+        if unit is None:
+            attributes = AttributeSet(items)
+            unit = self._units[key] = _Unit(resource, record.kind, attributes,
+                                            self._projections(record.kind, attributes))
+        unit.attrs_src, unit.resource_src = record.attributes, record.resource
+        return unit
+
+    def _resource(self, items: AttrKey) -> _Resource:
+        resource = self._resources.get(items)
+        if resource is None:
+            dropped = self._settings.dropped_resource_attributes
+            kept = tuple(kv for kv in items if kv[0] not in dropped)
+            resource = self._resources.get(kept) or _Resource(kept)
+            self._resources[items] = self._resources[kept] = resource
+        resource.build = self._builds
+        return resource
+
+    def _projections(self, kind: RecordKind, attributes: AttributeSet) -> list[AttributeSet]:
+        """Per metric of the kind, the attribute set it exports (shared when it keeps all)."""
+        names = [k for k, _ in attributes.items]
+        projected: dict[frozenset[str], AttributeSet] = {}
+        out = []
+        for metric in self._by_kind[kind]:
+            kept = projected.get(metric.allowed)
+            if kept is None:
+                kept = attributes if metric.allowed.issuperset(names) else AttributeSet(
+                    tuple(kv for kv in attributes.items if kv[0] in metric.allowed))
+                projected[metric.allowed] = kept
+            out.append(kept)
+        return out
+
+    # -- flows: units -> points ----------------------------------------------------------
+
+    def _settle(self, unit: _Unit) -> None:
+        """Recompute a unit's points if its records changed; remember its series."""
+        if not unit.stale and unit.points is not None:
+            return
+        records = [unit.record, *unit.others] if unit.others else [unit.record]
+        unit.points = [self._points(metric, unit.projections[metric.index], records)
+                       for metric in self._by_kind[unit.kind]]
+        series = None if unit.others else unit.record.series
+        if unit.series is not None and self._by_series.get(id(unit.series)) is unit:
+            del self._by_series[id(unit.series)]
+        unit.series = series
+        if series is not None:
+            self._by_series[id(series)] = unit
+
+    def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record]) -> list[Point]:
+        definition = metric.definition
+        points: dict[AttributeSet, Point] = {}
         for record in records:
-            if record.kind is not table.kind:
-                continue
-            base = self._base_key(record, allowed)
-            for extra, value in table.points(record.series.stats):
-                key = base + tuple(kv for kv in extra.items() if kv[0] in allowed)
-                _add(points, key, record.series.start_ns, value)
-        return points
+            start = record.series.start_ns if definition.kind != "gauge" else 0
+            for extra, value in metric.field.points(record.series.stats):
+                extra_set = self._extra(metric, extra)
+                existing = points.get(extra_set)
+                if existing is None:
+                    points[extra_set] = Point(attributes, extra_set, start, _typed(definition, value))
+                else:
+                    existing.start_ns = min(existing.start_ns, start)
+                    existing.value = _added(existing.value, _typed(definition, value))
+        return list(points.values())
 
-    def _base_key(self, record: Record, allowed: frozenset[str]) -> AttrKey:
-        """A record's attributes a metric keeps; metrics with the same list share the work."""
-        cache_key = (id(record), allowed)
-        key = self._keys.get(cache_key)
-        if key is None:
-            key = self._keys[cache_key] = tuple(sorted(
-                kv for kv in record.attributes.items() if kv[0] in allowed))
-        return key
+    def _extra(self, metric: _FlowMetric, extra: dict[str, str]) -> AttributeSet:
+        """The interned set of a field's extra attributes (e.g. network.io.direction)."""
+        if not extra:
+            return EMPTY
+        key = (metric.allowed, tuple(extra.items()))
+        found = self._extras.get(key)
+        if found is None:
+            kept = tuple(kv for kv in key[1] if kv[0] in metric.allowed)
+            found = self._extras[key] = AttributeSet(kept) if kept else EMPTY
+        return found
+
+    def _metrics_of(self, resource: _Resource, units: list[_Unit], time_ns: int) -> list[MetricData]:
+        """One MetricData per enabled flow metric with points, in catalog order."""
+        by_kind: dict[RecordKind, list[_Unit]] = {}
+        narrow: set[RecordKind] = set()
+        for unit in units:
+            self._settle(unit)
+            by_kind.setdefault(unit.kind, []).append(unit)
+            if unit.narrow:
+                narrow.add(unit.kind)
+        metrics = []
+        for metric in self._flow_metrics:
+            kind_units = by_kind.get(metric.field.kind)
+            if not kind_units:
+                continue
+            i = metric.index
+            points = [p for unit in kind_units for p in unit.points[i]]
+            if metric.field.kind in narrow and any(u.projections[i] is not u.attributes for u in kind_units):
+                points = _merged(points)
+            if points:
+                metrics.append(self._metric(metric.definition, ("flow", resource.attributes.items),
+                                            points, time_ns))
+        return metrics
 
     # -- agent's own telemetry -----------------------------------------------------------
 
-    def _agent_metrics(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> list[Metric]:
-        readings: dict[str, dict[AttrKey, _Point]] = {}
+    def _agent_metrics(self, enriched: EnrichedSnapshot, telemetry: AgentTelemetry) -> list[MetricData]:
+        readings: dict[str, dict[AttrKey, tuple[int, object]]] = {}
         start, time_ns = self._start_ns, enriched.time_ns
         name, key = fields.AGENT_LOSSES
-        readings[name] = {((key, reason),): _Point(start, n) for reason, n in enriched.losses.items()}
+        readings[name] = {((key, reason),): (start, n) for reason, n in enriched.losses.items()}
         name, key = fields.AGENT_GAUGES
-        readings[name] = {((key, gauge),): _Point(time_ns, float(n)) for gauge, n in enriched.gauges.items()}
+        readings[name] = {((key, gauge),): (time_ns, float(n)) for gauge, n in enriched.gauges.items()}
         readings[fields.AGENT_MAP_FILL[0]] = _map_fill(enriched.gauges, time_ns)
         name, key = fields.AGENT_FLOWS_TRACKED
-        readings[name] = {((key, kind.value),): _Point(time_ns, 0) for kind in RecordKind}
+        tracked = {kind.value: 0 for kind in RecordKind}
         for record in enriched.records:
-            readings[name][((key, record.kind.value),)].value += 1
+            tracked[record.kind.value] += 1
+        readings[name] = {((key, kind),): (time_ns, n) for kind, n in tracked.items()}
         name, key = fields.AGENT_EXPORT_FAILURES
-        readings[name] = {((key, exporter),): _Point(start, n)
-                          for exporter, n in telemetry.export_failures.items()}
+        readings[name] = {((key, exporter),): (start, n) for exporter, n in telemetry.export_failures.items()}
         if telemetry.collection_duration_s is not None:
-            readings[fields.AGENT_COLLECTION_DURATION] = {(): _Point(time_ns, telemetry.collection_duration_s)}
-        return [self._metric(self._catalog.metrics[name], ("agent",), points, time_ns)
-                for name, points in readings.items()
-                if points and name in self._settings.enabled_metrics]
+            readings[fields.AGENT_COLLECTION_DURATION] = {(): (time_ns, telemetry.collection_duration_s)}
+        metrics = []
+        for name, readings_of in readings.items():
+            if readings_of and name in self._settings.enabled_metrics:
+                definition = self._catalog.metrics[name]
+                points = [Point(AttributeSet(attributes), EMPTY, begin if definition.kind != "gauge" else 0,
+                                _typed(definition, value))
+                          for attributes, (begin, value) in readings_of.items()]
+                metrics.append(self._metric(definition, ("agent",), points, time_ns))
+        return metrics
 
     # -- OTLP data -------------------------------------------------------------------------
 
-    def _scope(self, scope: str, metrics: list[Metric]) -> ScopeMetrics:
-        return ScopeMetrics(InstrumentationScope(scope, __version__), metrics, "")
+    def _scope(self, scope: str, metrics: list[MetricData]) -> ScopeData:
+        return ScopeData(scope, __version__, metrics)
 
-    def _filter_resource(self, resource: dict[str, object]) -> dict[str, object]:
-        dropped = self._settings.dropped_resource_attributes
-        return {k: v for k, v in resource.items() if k not in dropped}
-
-    def _metric(self, definition: MetricDef, scope_key: tuple, points: dict[AttrKey, _Point],
-                time_ns: int) -> Metric:
+    def _metric(self, definition: MetricDef, scope_key: tuple, points: list[Point],
+                time_ns: int) -> MetricData:
         delta = self._settings.delta and (definition.monotonic or definition.kind == "histogram")
-        data_points = []
-        for attributes, point in points.items():
-            state_key = (scope_key, definition.name, attributes)
-            start, value = self._delta(state_key, point, time_ns) if delta else (point.start_ns, point.value)
-            data_points.append(_data_point(definition, dict(attributes), start, time_ns, value))
-        temporality = AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
-        if definition.kind == "histogram":
-            data = OtlpHistogram(data_points, temporality)
-        elif definition.kind == "sum":
-            data = Sum(data_points, temporality, definition.monotonic)
-        else:
-            data = Gauge(data_points)
-        return Metric(definition.name, definition.description, definition.unit, data)
+        if not delta:
+            return MetricData(definition, CUMULATIVE, points)
+        deltas = []
+        for point in points:
+            state_key = (scope_key, definition.name, point.attribute_items())
+            start, value = self._delta(state_key, point, time_ns)
+            deltas.append(Point(point.attributes, point.extra, start, value))
+        return MetricData(definition, DELTA, deltas)
 
-    def _delta(self, state_key: tuple, point: _Point, time_ns: int):
+    def _delta(self, state_key: tuple, point: Point, time_ns: int):
         """(start, value) of a delta point. A series that restarted (new start, or went
         backwards) starts over; one absent for some intervals continues where it was."""
         previous = self._previous.get(state_key)
@@ -201,13 +328,19 @@ class MetricsBuilder:
         return previous[1], _subtract(point.value, previous[2])
 
     def _forget_old_series(self) -> None:
-        """Drop delta state of series not seen for DELTA_MEMORY_BUILDS intervals."""
-        oldest = self._builds - DELTA_MEMORY_BUILDS
+        """Drop delta state unseen for DELTA_MEMORY_BUILDS intervals, units and resources
+        unseen for CACHE_BUILDS."""
         if self._builds % DELTA_MEMORY_BUILDS == 0:
+            oldest = self._builds - DELTA_MEMORY_BUILDS
             self._previous = {k: v for k, v in self._previous.items() if v[3] > oldest}
+        if self._builds % CACHE_BUILDS == 0:
+            oldest = self._builds - CACHE_BUILDS
+            self._units = {k: u for k, u in self._units.items() if u.build > oldest}
+            self._by_series = {k: u for k, u in self._by_series.items() if u.build > oldest}
+            self._resources = {k: r for k, r in self._resources.items() if r.build > oldest}
 
 
-def _map_fill(gauges: dict[str, float], time_ns: int) -> dict[AttrKey, _Point]:
+def _map_fill(gauges: dict[str, float], time_ns: int) -> dict[AttrKey, tuple[int, float]]:
     """`<map>.tracked / <map>.capacity` for every map that reports both."""
     _, key, tracked, capacity = fields.AGENT_MAP_FILL
     fill = {}
@@ -216,26 +349,38 @@ def _map_fill(gauges: dict[str, float], time_ns: int) -> dict[AttrKey, _Point]:
             map_name = gauge[: -len(tracked)]
             total = gauges.get(map_name + capacity)
             if total:
-                fill[((key, map_name),)] = _Point(time_ns, value / total)
+                fill[((key, map_name),)] = (time_ns, value / total)
     return fill
 
 
-def _add(points: dict[AttrKey, _Point], key: AttrKey, start_ns: int, value) -> None:
-    existing = points.get(key)
-    if existing is None:
-        points[key] = _Point(start_ns, _copy(value))
-        return
-    existing.start_ns = min(existing.start_ns, start_ns)
+def _typed(definition: MetricDef, value):
+    """A number as the metric's value type; a Histogram as it is (never modified)."""
     if isinstance(value, Histogram):
-        existing.value.merge(value)
-    else:
-        existing.value += value
+        return value
+    return int(value) if definition.value_type == "int" else float(value)
 
 
-def _copy(value):
-    if isinstance(value, Histogram):
-        return Histogram(value.bounds, list(value.counts), value.sum, value.count)
-    return value
+def _added(a, b):
+    """a + b without modifying either (histograms may belong to a Snapshot)."""
+    if isinstance(a, Histogram):
+        if a.bounds != b.bounds:
+            raise ValueError("cannot merge histograms with different bounds")
+        return Histogram(a.bounds, [x + y for x, y in zip(a.counts, b.counts)], a.sum + b.sum, a.count + b.count)
+    return a + b
+
+
+def _merged(points: list[Point]) -> list[Point]:
+    """Points of different units that an opt-out made equal, added together."""
+    merged: dict[AttrKey, Point] = {}
+    for point in points:
+        key = point.attribute_items()
+        existing = merged.get(key)
+        if existing is None:
+            merged[key] = Point(point.attributes, point.extra, point.start_ns, point.value)
+        else:
+            existing.start_ns = min(existing.start_ns, point.start_ns)
+            existing.value = _added(existing.value, point.value)
+    return list(merged.values())
 
 
 def _went_backwards(previous, current) -> bool:
@@ -249,12 +394,3 @@ def _subtract(current, previous):
         counts = [a - b for a, b in zip(current.counts, previous.counts)]
         return Histogram(current.bounds, counts, current.sum - previous.sum, current.count - previous.count)
     return current - previous
-
-
-def _data_point(definition: MetricDef, attributes: dict, start: int, time_ns: int, value):
-    if isinstance(value, Histogram):
-        return HistogramDataPoint(attributes, start, time_ns, value.count, value.sum,
-                                  list(value.counts), list(value.bounds), None, None)
-    number = int(value) if definition.value_type == "int" else float(value)
-    start = start if definition.kind == "sum" else 0
-    return NumberDataPoint(attributes, start, time_ns, number)

@@ -13,6 +13,7 @@ from otel_netreceiver.metrics import catalog
 from otel_netreceiver.metrics.builder import BuildSettings, MetricsBuilder
 from otel_netreceiver.probes.settings import ProbesConfig, probes_config
 from tests.support.fake_source import FakeCollector
+from tests.unit.sdk_data import to_sdk
 
 CATALOG = catalog.load()
 
@@ -38,7 +39,7 @@ def make_agent(collector, *exporters, interval_s=0.01):
 
 
 def values(data, name):
-    return [p.value for rm in data.resource_metrics for sm in rm.scope_metrics
+    return [p.value for rm in to_sdk(data).resource_metrics for sm in rm.scope_metrics
             for m in sm.metrics if m.name == name for p in m.data.data_points]
 
 

@@ -85,8 +85,8 @@ def test_debug_verbosity(data, verbosity):
     out = io.StringIO()
     DebugExporter(ExporterConfig("debug", "debug", verbosity=verbosity), out).export(data)
     text = out.getvalue().splitlines()
-    metrics = [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
-    points = sum(len(m.data.data_points) for m in metrics)
+    metrics = [m for _, _, m in data.metrics()]
+    points = data.point_count()
     assert text[0] == f"export: 1 resources, {len(metrics)} metrics, {points} data points"
     expected = {"basic": 1, "normal": 2 + len(metrics), "detailed": 2 + len(metrics) + points}
     assert len(text) == expected[verbosity]
@@ -141,8 +141,7 @@ def test_large_exports_are_split_into_requests_a_collector_accepts(receiver_type
         key = dataclasses.replace(fake_source.OUT, server_port=port + 1)
         snapshot.tcp[key] = Series(fake_source.START_NS, fake_source.tcp_stats(1))
     data = builder.build(Enricher({"host.name": "h"}).enrich(snapshot), AgentTelemetry({}, 0.5))
-    sent = sum(len(m.data.data_points) for rm in data.resource_metrics
-               for sm in rm.scope_metrics for m in sm.metrics)
+    sent = data.point_count()
     with receiver_type() as receiver:
         suffix = "/v1/metrics" if kind == "otlphttp" else ""
         exporter = create(ExporterConfig(kind, kind, endpoint=receiver.endpoint + suffix, timeout_s=30))

@@ -9,6 +9,7 @@ from otel_netreceiver.flows.model import (EnrichedSnapshot, Record, RecordKind, 
 from otel_netreceiver.metrics import catalog
 from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
 from tests.support import fake_source
+from tests.unit.sdk_data import to_sdk
 
 CATALOG = catalog.load()
 HOST = {"host.name": "h1", "os.type": "linux"}
@@ -32,7 +33,7 @@ def snapshots(source, times):
 def metrics_by_name(data):
     """name -> (resource attributes, scope name, Metric) for every exported metric."""
     out = {}
-    for rm in data.resource_metrics:
+    for rm in to_sdk(data).resource_metrics:
         for sm in rm.scope_metrics:
             for m in sm.metrics:
                 out.setdefault(m.name, []).append((dict(rm.resource.attributes), sm.scope.name, m))
@@ -140,7 +141,7 @@ def test_one_resource_per_workload_and_dropped_resource_attributes():
     records = [tcp_record("a", "p", 1), tcp_record("b", "p", 2, resource=container)]
     b = builder(enabled={"tcp.connection.opened"}, dropped_resource={"host.id"})
     data = b.build(EnrichedSnapshot(5 * SECOND, records), AgentTelemetry())
-    resources = sorted(tuple(sorted(r.resource.attributes.items())) for r in data.resource_metrics
+    resources = sorted(tuple(sorted(r.resource.attributes.items())) for r in to_sdk(data).resource_metrics
                        if r.scope_metrics[0].scope.name == CATALOG.flows_scope)
     assert resources == [(("container.id", "c1"), ("host.name", "h1")), (("host.name", "h1"),)]
 

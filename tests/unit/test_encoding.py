@@ -1,0 +1,192 @@
+"""The hand-written OTLP encoder: its bytes parse to exactly what the SDK's encoder makes."""
+
+import dataclasses
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+from otel_netreceiver.enrich.base import Enricher
+from otel_netreceiver.export import encoding
+from otel_netreceiver.flows.model import EnrichedSnapshot, Histogram, Record, RecordKind, Series, Snapshot, TcpStats
+from otel_netreceiver.metrics import catalog
+from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
+from otel_netreceiver.metrics.points import (
+    CUMULATIVE, DELTA, AttributeSet, Batch, MetricData, Point, ResourceData, ScopeData,
+)
+from tests.support import fake_source
+from tests.unit.sdk_data import to_sdk
+
+CATALOG = catalog.load()
+SECOND = 1_000_000_000
+
+
+def decoded(batch, max_points=10**9):
+    return [ExportMetricsServiceRequest.FromString(r.payload) for r in encoding.requests(batch, max_points)]
+
+
+def builder(delta=False, dropped=()):
+    settings_ = BuildSettings(frozenset(CATALOG.metrics), frozenset(dropped), frozenset(), delta)
+    return MetricsBuilder(CATALOG, settings_, {"host.name": "h", "service.name": "agent"}, SECOND // 2)
+
+
+def fake_batches(b, steps):
+    source, enricher = fake_source.FakeCollector(), Enricher({"host.name": "h"})
+    for step in range(1, steps + 1):
+        snapshot = Snapshot(step * SECOND)
+        source.collect(snapshot)
+        yield b.build(enricher.enrich(snapshot), AgentTelemetry({"otlp": 1}, 0.25))
+
+
+@pytest.mark.parametrize("delta, dropped", [
+    (False, ()), (True, ()), (False, ("network.io.direction",)), (True, ("network.peer.address",)),
+])
+def test_builder_output_encodes_as_the_sdk_does(delta, dropped):
+    for batch in fake_batches(builder(delta, dropped), 3):
+        [ours] = decoded(batch)
+        assert ours == encode_metrics(to_sdk(batch))
+        scopes = [sm.scope.name for rm in ours.resource_metrics for sm in rm.scope_metrics]
+        assert scopes == [CATALOG.flows_scope, CATALOG.agent_scope]
+
+
+def test_unchanged_points_reuse_their_bytes_and_still_carry_the_new_time():
+    """The same Series object in the next interval: same Point objects, new time field."""
+    b = builder()
+    enricher = Enricher({"host.name": "h"})
+    snapshot = Snapshot(2 * SECOND)
+    fake_source.FakeCollector().collect(snapshot)
+    first = b.build(enricher.enrich(snapshot), AgentTelemetry())
+    decoded(first)
+    snapshot.time_ns = 3 * SECOND
+    second = b.build(enricher.enrich(snapshot), AgentTelemetry())
+    tcp = [m for _, _, m in second.metrics() if m.definition.name == "tcp.io"][0]
+    assert all(p.encoded is not None for p in tcp.points)  # encoded in the first interval
+    [ours] = decoded(second)
+    assert ours == encode_metrics(to_sdk(second))
+    times = {p.time_unix_nano for rm in ours.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics for p in getattr(m, m.WhichOneof("data")).data_points}
+    assert times == {3 * SECOND}
+
+
+def test_changed_series_get_new_points():
+    b = builder()
+    record = Record(RecordKind.TCP, (("host.name", "h"),), {"server.port": 80}, Series(SECOND, TcpStats(opened=1)))
+    first = b.build(EnrichedSnapshot(2 * SECOND, [record]), AgentTelemetry())
+    record.series = Series(SECOND, TcpStats(opened=5))
+    second = b.build(EnrichedSnapshot(3 * SECOND, [record]), AgentTelemetry())
+    [opened] = [m for _, _, m in second.metrics() if m.definition.name == "tcp.connection.opened"]
+    assert [p.value for p in opened.points] == [5]
+    assert decoded(second)[0] == encode_metrics(to_sdk(second)) and first is not second
+
+
+def test_requests_are_split_at_max_points_and_keep_every_point():
+    b = builder()
+    snapshot = Snapshot(2 * SECOND)
+    for port in range(50):
+        snapshot.tcp[dataclasses.replace(fake_source.OUT, server_port=port + 1)] = Series(SECOND, fake_source.tcp_stats(1))
+    batch = b.build(Enricher({"host.name": "h"}).enrich(snapshot), AgentTelemetry())
+    requests = list(encoding.requests(batch, 64))
+    assert [r.points for r in requests[:-1]] == [64] * (len(requests) - 1) and requests[-1].points <= 64
+    assert sum(r.points for r in requests) == batch.point_count()
+    whole = encode_metrics(to_sdk(batch))
+    assert _points_by_metric(decoded(batch, 64)) == _points_by_metric([whole])
+
+
+def _points_by_metric(requests):
+    out = {}
+    for request in requests:
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    data = getattr(m, m.WhichOneof("data"))
+                    out.setdefault((sm.scope.name, m.name), []).extend(p.SerializeToString() for p in data.data_points)
+    return out
+
+
+# -- property: any attribute values, any numbers, histograms ---------------------------------
+
+attribute_values = st.one_of(
+    st.text(), st.booleans(), st.integers(-2**63, 2**63 - 1),
+    st.floats(allow_nan=False), st.sampled_from([0.0, -0.0, "", 0, -1, 2**63 - 1, -2**63]))
+attributes = st.lists(st.tuples(st.text(min_size=1), attribute_values), max_size=6, unique_by=lambda kv: kv[0])
+histograms = st.integers(0, 5).flatmap(lambda n: st.builds(
+    lambda bounds, counts, total: Histogram(tuple(sorted(bounds)), counts, total, sum(counts)),
+    st.lists(st.floats(-1e9, 1e9), min_size=n, max_size=n),
+    st.lists(st.integers(0, 2**40), min_size=n + 1, max_size=n + 1),
+    st.floats(allow_nan=False, allow_infinity=False)))
+
+METRIC_NAMES = ["tcp.io", "tcp.connection.active", "otel_netreceiver.map.fill",
+                "otel_netreceiver.flows.tracked", "tcp.rtt"]
+
+
+def _value(definition, draw):
+    if definition.kind == "histogram":
+        return draw(histograms)
+    if definition.value_type == "int":
+        return draw(st.integers(-2**63, 2**63 - 1))
+    return draw(st.floats(allow_nan=False))
+
+
+def _point(definition, draw):
+    """A point whose attributes and extra attributes have distinct names, as the builder's."""
+    items = draw(attributes)
+    split = draw(st.integers(0, len(items)))
+    start = 0 if definition.kind == "gauge" else draw(st.integers(0, 2**64 - 1))
+    return Point(AttributeSet(tuple(items[:split])), AttributeSet(tuple(items[split:])), start,
+                 _value(definition, draw))
+
+
+@st.composite
+def batches(draw):
+    resources = []
+    for index in range(draw(st.integers(1, 3))):
+        scope = ScopeData(draw(st.text(max_size=10)), draw(st.text(max_size=5)))
+        for name in draw(st.lists(st.sampled_from(METRIC_NAMES), min_size=1, max_size=4, unique=True)):
+            definition = CATALOG.metrics[name]
+            points = [_point(definition, draw) for _ in range(draw(st.integers(0, 4)))]
+            scope.metrics.append(MetricData(definition, draw(st.sampled_from([DELTA, CUMULATIVE])), points))
+        # distinct resources: the SDK's encoder merges equal ones (the builder never makes two)
+        own = (("resource.index", index),) + tuple(kv for kv in draw(attributes) if kv[0] != "resource.index")
+        resources.append(ResourceData(AttributeSet(own), [scope]))
+    return Batch(draw(st.integers(0, 2**64 - 1)), resources)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches())
+def test_any_batch_encodes_as_the_sdk_does(batch):
+    [ours] = decoded(batch) or [ExportMetricsServiceRequest()]
+    assert ours == _sdk_without_empty_metrics(batch)
+
+
+def _sdk_without_empty_metrics(batch):
+    """The SDK encodes every metric; a request holds only metrics with points (as the SDK's
+    own splitter does), so empty metrics are left out of the comparison."""
+    for resource in batch.resources:
+        for scope in resource.scopes:
+            scope.metrics = [m for m in scope.metrics if m.points]
+        resource.scopes = [s for s in resource.scopes if s.metrics]
+    batch.resources = [r for r in batch.resources if r.scopes]
+    return encode_metrics(to_sdk(batch))
+
+
+@pytest.mark.parametrize("value", [float("inf"), -0.0, 5e-324, math.pi])
+def test_special_doubles_round_trip(value):
+    assert encoding.any_value(value)[0] == 0x21
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+    assert AnyValue.FromString(encoding.any_value(value)).double_value == value
+
+
+def test_unsupported_attribute_value_is_an_error_with_context():
+    with pytest.raises(TypeError, match="b'x'"):
+        encoding.any_value(b"x")
+
+
+def test_negative_zero_bound_is_not_served_from_a_cache_of_positive_zero():
+    definition = CATALOG.metrics["tcp.rtt"]
+    for bound in (0.0, -0.0):
+        point = Point(AttributeSet(()), AttributeSet(()), 1, Histogram((bound,), [1, 0], 0.5, 1))
+        batch = Batch(2, [ResourceData(AttributeSet((("r", 1),)), [ScopeData("s", "v", [
+            MetricData(definition, CUMULATIVE, [point])])])])
+        assert decoded(batch)[0].SerializeToString() == encode_metrics(to_sdk(batch)).SerializeToString()
