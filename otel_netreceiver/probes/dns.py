@@ -3,8 +3,9 @@
 `DnsCollector` runs the DNS part of bpf/skb.bpf.c (cgroup_skb programs on the cgroup v2
 root, shared with the UDP collector through an `SkbProbe`), which copies client-side
 DNS packets (UDP or TCP, configurable ports) into a ring buffer. A background thread
-polls it: the ring buffer callback only keeps each record's bytes, and after each poll
-the whole batch goes, under one lock, to the `DnsTracker` (parse, match response to
+reads it every `poll_ms` (the kernel wakes it early only when the ring fills up, not
+per packet): the ring buffer callback only keeps each record's bytes, and after each
+poll the whole batch goes, under one lock, to the `DnsTracker` (parse, match response to
 query, histogram, timeouts, name guard) and, through it, answers to the IP -> name
 cache (`DnsNames`) that names the peers of TCP and UDP flows. `collect` copies the
 cumulative series into the snapshot once per interval.
@@ -146,7 +147,10 @@ class DnsCollector:
     def _poll(self) -> None:
         while not self._stop.is_set():
             try:
+                # the kernel wakes this poll only when the ring fills up (skb.bpf.c
+                # wakeup_flag): it usually sleeps poll_ms, then everything is read
                 self._ring.poll(self.settings.poll_ms)
+                self._ring.consume()
             except OSError as err:  # never kill the agent over one bad poll
                 log.warning("DNS ring buffer poll failed: %s", err)
                 time.sleep(self.settings.poll_ms / 1000)

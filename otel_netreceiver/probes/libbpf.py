@@ -416,6 +416,10 @@ class RingBuffer:
             return 0
         return check("ring_buffer__poll", ret)
 
+    def consume(self) -> int:
+        """Deliver every record there now, without waiting; returns how many."""
+        return check("ring_buffer__consume", lib().ring_buffer__consume(self.ptr))
+
     def free(self) -> None:
         if self.ptr:
             lib().ring_buffer__free(self.ptr)
