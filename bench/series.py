@@ -2,7 +2,10 @@
 
 Synthetic Snapshots with N distinct FlowKeys (many peers, a few workloads) go through the
 agent's own stages: `Enricher.enrich`, `MetricsBuilder.build`, and the OTLP/HTTP exporter
-sending to the null sink. Each N runs in a fresh process, so its RSS is its own.
+sending to the null sink. Two cases per N: every series changes every interval (`all`),
+and only every tenth series changes (`10%`: the others are the same Series objects, as
+FlowTable hands out unchanged keys). Each N and case runs in a fresh process, so its RSS
+is its own.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from otel_netreceiver.flows.model import (
 )
 
 SIZES = (1_000, 10_000, 100_000)
+CASES = {"all": 1, "10%": 10}  # case -> one series in how many changes per interval
 WORKLOADS = 20
 # A long exporter timeout, so that a slow request at 100k series cannot cut the
 # measurement short; the cost measured is CPU, not the timeout.
@@ -35,17 +39,27 @@ def flow_keys(n: int) -> list[FlowKey]:
             for i in range(n)]
 
 
-def snapshot(keys: list[FlowKey], step: int, bounds: dict[str, tuple[float, ...]]) -> Snapshot:
-    """Cumulative stats that grow with `step`, as successive intervals would show them."""
+def snapshot(keys: list[FlowKey], step: int, bounds: dict[str, tuple[float, ...]],
+             previous: Snapshot | None = None, every: int = 1) -> Snapshot:
+    """Cumulative stats that grow with `step`, as successive intervals would show them.
+
+    With `previous`, only one key in `every` gets a new Series; the others keep the very
+    Series object of `previous` (unchanged, as FlowTable.fill hands them out).
+    """
     snap = Snapshot(time_ns=time.time_ns())
-    for key in keys:
-        stats = TcpStats(opened=step, closed=step, active=1, bytes_sent=1000 * step,
-                         bytes_received=5000 * step, packets_sent=10 * step,
-                         packets_received=12 * step, retransmits=step // 5,
-                         duration=_histogram(bounds["duration"], step),
-                         rtt=_histogram(bounds["rtt"], step))
-        snap.tcp[key] = Series(start_ns=1, stats=stats)
+    for i, key in enumerate(keys):
+        if previous is not None and i % every != step % every:
+            snap.tcp[key] = previous.tcp[key]
+        else:
+            snap.tcp[key] = Series(start_ns=1, stats=_stats(step, bounds))
     return snap
+
+
+def _stats(step: int, bounds: dict[str, tuple[float, ...]]) -> TcpStats:
+    return TcpStats(opened=step, closed=step, active=1, bytes_sent=1000 * step,
+                    bytes_received=5000 * step, packets_sent=10 * step,
+                    packets_received=12 * step, retransmits=step // 5,
+                    duration=_histogram(bounds["duration"], step), rtt=_histogram(bounds["rtt"], step))
 
 
 def _histogram(bounds: tuple[float, ...], step: int) -> Histogram:
@@ -55,7 +69,7 @@ def _histogram(bounds: tuple[float, ...], step: int) -> Histogram:
     return hist
 
 
-def measure(n: int, intervals: int, endpoint: str) -> dict[str, float]:
+def measure(n: int, intervals: int, endpoint: str, case: str = "all") -> dict[str, float]:
     """CPU and wall ms of each interval's enrich + build + export; RSS after."""
     from otel_netreceiver.config import ExporterConfig
     from otel_netreceiver.enrich.base import Enricher
@@ -74,16 +88,16 @@ def measure(n: int, intervals: int, endpoint: str) -> dict[str, float]:
     keys = flow_keys(n)
     cpu, wall, failures = [], [], []
     warnings = _capture_warnings()
+    snap = None
     for step in range(1, intervals + 1):
-        snap = snapshot(keys, step, bounds)
+        snap = snapshot(keys, step, bounds, snap, CASES[case])
         c0, w0 = time.process_time(), time.perf_counter()
         ok = exporter.export(builder.build(enricher.enrich(snap), AgentTelemetry()))
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
         if not ok:
             failures.append(warnings[-1] if warnings else "export failed")
-        del snap
-    return {"series": n, "cpu_ms": 1000 * statistics.median(cpu[1:] or cpu),
+    return {"series": n, "case": case, "cpu_ms": 1000 * statistics.median(cpu[1:] or cpu),
             "wall_ms": 1000 * statistics.median(wall[1:] or wall),
             "rss_MiB": procstat.status_kib(_self(), "VmRSS") / 1024,
             "peak_rss_MiB": procstat.status_kib(_self(), "VmHWM") / 1024,
@@ -113,27 +127,28 @@ def run(args) -> int:
     """Each N in its own process; a table of per-interval cost and how it grows with N."""
     rows = []
     with sink.running(servers.free_port()) as endpoint:
-        for n in args.sizes:
-            out = subprocess.run([sys.executable, "-m", "bench.series", str(n), str(args.intervals),
-                                  endpoint], capture_output=True, text=True, timeout=1800)
-            if out.returncode != 0:
-                raise RuntimeError(f"series N={n} failed: {out.stderr.strip()[-300:]}")
-            rows.append(json.loads(out.stdout))
-            print(f"  series N={n}: {rows[-1]}", file=sys.stderr)
+        for case in CASES:
+            for n in args.sizes:
+                out = subprocess.run([sys.executable, "-m", "bench.series", str(n), str(args.intervals),
+                                      endpoint, case], capture_output=True, text=True, timeout=1800)
+                if out.returncode != 0:
+                    raise RuntimeError(f"series N={n} {case} failed: {out.stderr.strip()[-300:]}")
+                rows.append(json.loads(out.stdout))
+                print(f"  series N={n} {case}: {rows[-1]}", file=sys.stderr)
     print(render(rows, args.intervals))
     return 0
 
 
 def render(rows: list[dict], intervals: int) -> str:
     lines = [f"### cost per interval with N flow series (median of {intervals - 1} intervals after the first)", "",
-             "| N series | CPU ms | wall ms | CPU µs/series | RSS MiB | peak RSS MiB | CPU growth vs previous N "
-             "| exports failed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| N series | changed per interval | CPU ms | wall ms | CPU µs/series | RSS MiB | peak RSS MiB "
+             "| CPU growth vs previous N | exports failed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     previous = None
     for row in rows:
         growth = f"×{row['cpu_ms'] / previous['cpu_ms']:.1f} for ×{row['series'] / previous['series']:.0f} N" \
-            if previous else "-"
-        lines.append(f"| {row['series']:,} | {row['cpu_ms']:.1f} | {row['wall_ms']:.1f} | "
+            if previous and previous.get("case") == row.get("case") else "-"
+        lines.append(f"| {row['series']:,} | {row.get('case', 'all')} | {row['cpu_ms']:.1f} | {row['wall_ms']:.1f} | "
                      f"{1000 * row['cpu_ms'] / row['series']:.1f} | {row['rss_MiB']:.1f} | "
                      f"{row['peak_rss_MiB']:.1f} | {growth} | "
                      f"{len(row['export_failures'])}/{intervals} {'; '.join(set(row['export_failures']))} |")
@@ -143,4 +158,4 @@ def render(rows: list[dict], intervals: int) -> str:
 
 if __name__ == "__main__":
     size, count, sink_url = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    print(json.dumps(measure(size, count, sink_url)))
+    print(json.dumps(measure(size, count, sink_url, *sys.argv[4:5])))

@@ -5,10 +5,11 @@ each interval; at 10k series that is seconds of CPU and hundreds of MiB. Here:
 
 * an AttributeSet's KeyValues are encoded once and kept on it (the builder hands out the
   same set for a series every interval and forgets it when the series is gone);
-* a Point's bytes, all but its time, are kept on it (the builder hands out the same Point
-  while its start and value are unchanged), so an unchanged point costs one list item;
-* the time field is the same for every point of a Batch: it is appended with one
-  `bytes.join` per metric;
+* a Point's own fields (start, value; tag and length in front) are encoded once and kept
+  on it (the builder hands out the same Point while its start and value are unchanged);
+  its attributes are not copied into it, so the cache costs ~50 bytes a point;
+* a data point is then four pieces joined by one `bytes.join`: its own fields, its
+  attribute sets' bytes and the batch's time field (the same for every point);
 * requests of at most `max_points` points are encoded one at a time.
 
 Field numbers are those of opentelemetry/proto/{metrics,common,resource}/v1/*.proto and
@@ -83,7 +84,7 @@ class _Request:
     def encode(self) -> EncodedRequest:
         parts = []
         for resource, scopes in self._resources:
-            body = [_field(_LEN1, tagged(resource, _LEN1))]
+            body = [_field(_LEN1, _tagged(resource, _LEN1))]
             for scope, version, metrics in scopes:
                 scope_body = _field(_LEN1, _instrumentation_scope(scope, version)) + b"".join(
                     _field(0x12, m) for m in metrics)
@@ -95,10 +96,11 @@ class _Request:
 def _metric(metric: MetricData, points: list[Point], time_field: bytes) -> bytes:
     """A Metric message holding `points` (a slice of the metric's points)."""
     definition = metric.definition
-    encode = _histogram_point if definition.kind == "histogram" else (
-        _int_point if definition.value_type == "int" else _double_point)
-    encoded = [p.encoded or encode(p) for p in points]
-    data = time_field.join(encoded) + time_field if encoded else b""
+    if definition.kind == "histogram":
+        data = _points(points, _histogram_point, "as_histogram", time_field)
+    else:
+        data = _points(points, _int_point if definition.value_type == "int" else _double_point,
+                       "as_number", time_field)
     if definition.kind == "gauge":
         return _metric_head(definition) + _field(_GAUGE, data)
     data += bytes([0x10, metric.temporality])
@@ -107,29 +109,53 @@ def _metric(metric: MetricData, points: list[Point], time_field: bytes) -> bytes
     return _metric_head(definition) + _field(_HISTOGRAM, data)
 
 
-# -- data points: everything but the time field, kept on the Point --------------------------
+def _points(points: list[Point], encode, attributes_field: str, time_field: bytes) -> bytes:
+    """Repeated `data_points`: each is its cached own fields, its attribute sets' cached
+    KeyValues and the batch's time field."""
+    parts: list[bytes] = []
+    add = parts.extend
+    for p in points:
+        own = p.encoded or encode(p)
+        add((own, getattr(p.attributes, attributes_field), getattr(p.extra, attributes_field), time_field))
+    return b"".join(parts)
+
+
+# -- data points: tag, length and the point's own fields, kept on the Point ---------------------
 
 def _int_point(point: Point) -> bytes:
-    return _point(point, _NUMBER_POINT(_START, point.start_ns, _AS_INT, point.value)
-                  + tagged(point.attributes, _NUMBER_ATTRS) + tagged(point.extra, _NUMBER_ATTRS))
+    return _point(point, _NUMBER_POINT(_START, point.start_ns, _AS_INT, point.value), _number_attributes(point))
 
 
 def _double_point(point: Point) -> bytes:
-    return _point(point, _DOUBLE_POINT(_START, point.start_ns, _AS_DOUBLE, point.value)
-                  + tagged(point.attributes, _NUMBER_ATTRS) + tagged(point.extra, _NUMBER_ATTRS))
+    return _point(point, _DOUBLE_POINT(_START, point.start_ns, _AS_DOUBLE, point.value),
+                  _number_attributes(point))
 
 
 def _histogram_point(point: Point) -> bytes:
     value: Histogram = point.value
-    body = (_HISTOGRAM_HEAD(_START, point.start_ns, 0x21, value.count, 0x29, value.sum)
-            + _packed_counts(value.counts) + _packed_bounds(value.bounds)
-            + tagged(point.attributes, _HISTOGRAM_ATTRS) + tagged(point.extra, _HISTOGRAM_ATTRS))
-    return _point(point, body)
+    own = (_HISTOGRAM_HEAD(_START, point.start_ns, 0x21, value.count, 0x29, value.sum)
+           + _packed_counts(value.counts) + _packed_bounds(value.bounds))
+    attributes_size = 0
+    for attributes in (point.attributes, point.extra):
+        if attributes.as_histogram is None:
+            attributes.as_histogram = _tagged(attributes, _HISTOGRAM_ATTRS)
+        attributes_size += len(attributes.as_histogram)
+    return _point(point, own, attributes_size)
 
 
-def _point(point: Point, body: bytes) -> bytes:
-    """`data_points` entry without its time field (9 bytes, appended per request)."""
-    point.encoded = bytes([_LEN1]) + _varint(len(body) + 9) + body
+def _number_attributes(point: Point) -> int:
+    """Encode the point's attribute sets if new; their size."""
+    size = 0
+    for attributes in (point.attributes, point.extra):
+        if attributes.as_number is None:
+            attributes.as_number = _tagged(attributes, _NUMBER_ATTRS)
+        size += len(attributes.as_number)
+    return size
+
+
+def _point(point: Point, own: bytes, attributes_size: int) -> bytes:
+    """`data_points` tag and length, then the point's own fields (attributes and time follow)."""
+    point.encoded = bytes([_LEN1]) + _varint(len(own) + attributes_size + 9) + own
     return point.encoded
 
 
@@ -144,18 +170,10 @@ def _packed_bounds(bounds: tuple[float, ...]) -> bytes:
 
 # -- attributes -----------------------------------------------------------------------------
 
-def tagged(attributes: AttributeSet, tag: int) -> bytes:
-    """The set's KeyValues as repeated field `tag`, encoded once per set and tag."""
-    cache = attributes.tagged
-    if cache is None:
-        cache = attributes.tagged = {}
-    found = cache.get(tag)
-    if found is None:
-        kvs = attributes.kvs
-        if kvs is None:
-            kvs = attributes.kvs = tuple(_key_value(k, v) for k, v in attributes.items)
-        found = cache[tag] = b"".join(bytes([tag]) + kv for kv in kvs)
-    return found
+def _tagged(attributes: AttributeSet, tag: int) -> bytes:
+    """The set's KeyValues as repeated field `tag`."""
+    prefix = bytes([tag])
+    return b"".join(prefix + _key_value(k, v) for k, v in attributes.items)
 
 
 def _key_value(key: str, value) -> bytes:

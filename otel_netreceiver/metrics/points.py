@@ -19,14 +19,15 @@ DELTA, CUMULATIVE = 1, 2  # OTLP AggregationTemporality values
 
 
 class AttributeSet:
-    """An ordered set of attributes; `kvs` and `tagged` are the encoder's cache."""
+    """An ordered set of attributes; `as_number` / `as_histogram` are the encoder's cache
+    (its KeyValues as a NumberDataPoint's / HistogramDataPoint's attributes field)."""
 
-    __slots__ = ("items", "kvs", "tagged")
+    __slots__ = ("items", "as_number", "as_histogram")
 
     def __init__(self, items: AttrItems) -> None:
         self.items = items
-        self.kvs: tuple[bytes, ...] | None = None
-        self.tagged: dict[int, bytes] | None = None
+        self.as_number: bytes | None = None
+        self.as_histogram: bytes | None = None
 
     def __repr__(self) -> str:
         return f"AttributeSet({self.items!r})"
@@ -37,7 +38,8 @@ EMPTY = AttributeSet(())
 
 class Point:
     """One data point: `attributes` then `extra` (e.g. network.io.direction) are its
-    attributes; `value` is an int, a float or a Histogram; `encoded` is the encoder's."""
+    attributes; `value` is an int, a float or a Histogram; `encoded` is the encoder's
+    (the point's own fields, without attributes and time)."""
 
     __slots__ = ("attributes", "extra", "start_ns", "value", "encoded")
 
