@@ -83,6 +83,7 @@ class Message:
     answers: tuple[Answer, ...] = ()
     answers_complete: bool = True
     answer_count: int = 0  # ANCOUNT of the header, whether or not the answers were read
+    answers_at: int = 0  # offset of the answer section after the one question; 0: none
 
     @property
     def error_type(self) -> str:
@@ -104,15 +105,20 @@ def parse(data: bytes, max_answers: int = MAX_ANSWERS, answers: bool = True) -> 
     question, offset = None, HEADER.size
     if qdcount:
         question, offset = _question(data, offset)
-    kept, complete = (), True
-    if qdcount > 1:
-        complete = False  # other questions not read; their answers are not ours to judge
-    elif ancount and not answers:
-        complete = False
-    elif qdcount == 1 and ancount:
-        kept, complete = _answers(data, offset, ancount, max_answers)
-    return Message(ident, bool(flags & 0x8000), (flags >> 11) & 0xF, flags & 0xF,
-                   bool(flags & 0x0200), question, kept, complete, ancount)
+    single = qdcount == 1  # with more questions, the answers are not ours to judge
+    message = Message(ident, bool(flags & 0x8000), (flags >> 11) & 0xF, flags & 0xF,
+                      bool(flags & 0x0200), question, (),
+                      qdcount == 0 or (single and not ancount), ancount, offset if single else 0)
+    if answers:
+        read_answers(data, message, max_answers)
+    return message
+
+
+def read_answers(data: bytes, message: Message, max_answers: int = MAX_ANSWERS) -> None:
+    """Fill `answers` of a message parsed with `answers=False` (from the same bytes)."""
+    if message.answers_at and message.answer_count:
+        message.answers, message.answers_complete = _answers(
+            data, message.answers_at, message.answer_count, max_answers)
 
 
 def _question(data: bytes, offset: int) -> tuple[Question, int]:

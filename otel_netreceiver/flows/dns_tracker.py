@@ -22,7 +22,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from otel_netreceiver.flows.dns_parser import MalformedPacket, Message, parse
+from otel_netreceiver.flows.dns_parser import MalformedPacket, Message, parse, read_answers
 from otel_netreceiver.flows.model import DnsKey, DnsStats, Histogram, Series, Snapshot, Workload
 
 OTHER_NAME = "_OTHER"
@@ -197,7 +197,7 @@ class DnsTracker:
         stats = self._stats(entry.workload, entry.question[0], entry.server, message.error_type)
         _observe(stats.duration, max(elapsed, 0) / 1e9)
         if self._on_answer is not None and message.rcode == 0 and message.answer_count:
-            message = parse(payload)  # now with the answers (header and question again)
+            read_answers(payload, message)
             if message.answers:
                 self._on_answer(entry.workload, message)
 

@@ -12,6 +12,7 @@ from otel_netreceiver.flows.dns_parser import (
     MAX_ANSWERS,
     MalformedPacket,
     parse,
+    read_answers,
     read_name,
     tcp_messages,
 )
@@ -156,3 +157,20 @@ def test_a_record_with_wrong_length_stops_the_answers():
 ])
 def test_tcp_messages(stream, expected):
     assert tcp_messages(stream) == expected
+
+
+@pytest.mark.parametrize("wire", [
+    response(records=[("www.example.com.", 300, "CNAME", "cdn.example.net."),
+                      ("cdn.example.net.", 60, "A", "198.18.80.50")]).to_wire(),
+    response(rcode=dns.rcode.NXDOMAIN).to_wire(),
+    dns.message.make_query("a.example.", "AAAA").to_wire(),
+    header(qd=0, an=1) + b"\x00" + struct.pack("!HHIH", 1, 1, 5, 4) + bytes(4),
+    header(qd=2, an=1) + b"\x01a\x00\x00\x01\x00\x01" * 2 + b"\x00"
+    + struct.pack("!HHIH", 1, 1, 5, 4) + bytes(4),
+    response(records=[("www.example.com.", 60, "A", "198.18.80.50")]).to_wire()[:-2],  # cut
+])
+def test_answers_read_later_equal_a_full_parse(wire):
+    later = parse(wire, answers=False)
+    assert later.answers == ()
+    read_answers(wire, later)
+    assert later == parse(wire)
