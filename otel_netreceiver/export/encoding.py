@@ -21,6 +21,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain, repeat
+from operator import attrgetter
 from typing import Iterator
 
 from otel_netreceiver.flows.model import Histogram
@@ -36,6 +38,7 @@ _GAUGE, _SUM, _HISTOGRAM = 0x2A, 0x3A, 0x4A  # Metric data oneof
 _NUMBER_POINT = struct.Struct("<BQBq").pack
 _DOUBLE_POINT = struct.Struct("<BQBd").pack
 _HISTOGRAM_HEAD = struct.Struct("<BQBQBd").pack  # start, count (0x21), sum (0x29)
+_ATTRIBUTES, _EXTRA = attrgetter("attributes"), attrgetter("extra")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +68,35 @@ def requests(batch: Batch, max_points: int) -> Iterator[EncodedRequest]:
         yield pending.encode()
 
 
+class _Message:
+    """A message as pieces and their total size: nesting adds a tag and a length in front,
+    never copies the body (a request is joined once, at the end)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, *parts: bytes) -> None:
+        self.parts = list(parts)
+        self.size = sum(map(len, parts))
+
+    def add(self, *parts: bytes) -> None:
+        self.parts.extend(parts)
+        self.size += sum(map(len, parts))
+
+    def nest(self, tag: int, inner: "_Message") -> None:
+        """Append `inner` as field `tag`."""
+        self.add(bytes([tag]) + _varint(inner.size))
+        self.parts.extend(inner.parts)
+        self.size += inner.size
+
+
 class _Request:
-    """The metrics gathered for one request, nested as resource -> scope -> metric bytes."""
+    """The metrics gathered for one request, nested as resource -> scope -> metric."""
 
     def __init__(self) -> None:
         self.points = 0
-        self._resources: list[tuple[AttributeSet, list[tuple[str, str, list[bytes]]]]] = []
+        self._resources: list[tuple[AttributeSet, list[tuple[str, str, list[_Message]]]]] = []
 
-    def add(self, resource: AttributeSet, scope: str, version: str, metric: bytes, points: int) -> None:
+    def add(self, resource: AttributeSet, scope: str, version: str, metric: "_Message", points: int) -> None:
         if not self._resources or self._resources[-1][0] is not resource:
             self._resources.append((resource, []))
         scopes = self._resources[-1][1]
@@ -82,42 +106,45 @@ class _Request:
         self.points += points
 
     def encode(self) -> EncodedRequest:
-        parts = []
+        request = _Message()
         for resource, scopes in self._resources:
-            body = [_field(_LEN1, _tagged(resource, _LEN1))]
+            resource_metrics = _Message(_field(_LEN1, _tagged(resource, _LEN1)))
             for scope, version, metrics in scopes:
-                scope_body = _field(_LEN1, _instrumentation_scope(scope, version)) + b"".join(
-                    _field(0x12, m) for m in metrics)
-                body.append(_field(0x12, scope_body))
-            parts.append(_field(_LEN1, b"".join(body)))
-        return EncodedRequest(b"".join(parts), self.points)
+                scope_metrics = _Message(_field(_LEN1, _instrumentation_scope(scope, version)))
+                for metric in metrics:
+                    scope_metrics.nest(0x12, metric)
+                resource_metrics.nest(0x12, scope_metrics)
+            request.nest(_LEN1, resource_metrics)
+        return EncodedRequest(b"".join(request.parts), self.points)
 
 
-def _metric(metric: MetricData, points: list[Point], time_field: bytes) -> bytes:
+def _metric(metric: MetricData, points: list[Point], time_field: bytes) -> _Message:
     """A Metric message holding `points` (a slice of the metric's points)."""
     definition = metric.definition
     if definition.kind == "histogram":
-        data = _points(points, _histogram_point, "as_histogram", time_field)
+        data = _Message(_points(points, _histogram_point, "as_histogram", time_field))
     else:
-        data = _points(points, _int_point if definition.value_type == "int" else _double_point,
-                       "as_number", time_field)
+        data = _Message(_points(points, _int_point if definition.value_type == "int" else _double_point,
+                                "as_number", time_field))
+    message = _Message(_metric_head(definition))
     if definition.kind == "gauge":
-        return _metric_head(definition) + _field(_GAUGE, data)
-    data += bytes([0x10, metric.temporality])
-    if definition.kind == "sum":
-        return _metric_head(definition) + _field(_SUM, data + (b"\x18\x01" if definition.monotonic else b""))
-    return _metric_head(definition) + _field(_HISTOGRAM, data)
+        message.nest(_GAUGE, data)
+        return message
+    data.add(bytes([0x10, metric.temporality]))
+    if definition.kind == "sum" and definition.monotonic:
+        data.add(b"\x18\x01")
+    message.nest(_SUM if definition.kind == "sum" else _HISTOGRAM, data)
+    return message
 
 
 def _points(points: list[Point], encode, attributes_field: str, time_field: bytes) -> bytes:
     """Repeated `data_points`: each is its cached own fields, its attribute sets' cached
-    KeyValues and the batch's time field."""
-    parts: list[bytes] = []
-    add = parts.extend
-    for p in points:
-        own = p.encoded or encode(p)
-        add((own, getattr(p.attributes, attributes_field), getattr(p.extra, attributes_field), time_field))
-    return b"".join(parts)
+    KeyValues and the batch's time field (gathered column by column: fewer Python steps)."""
+    owns = [p.encoded or encode(p) for p in points]
+    field = attrgetter(attributes_field)
+    attributes = list(map(field, map(_ATTRIBUTES, points)))
+    extras = list(map(field, map(_EXTRA, points)))
+    return b"".join(chain.from_iterable(zip(owns, attributes, extras, repeat(time_field, len(points)))))
 
 
 # -- data points: tag, length and the point's own fields, kept on the Point ---------------------

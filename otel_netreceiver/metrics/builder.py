@@ -16,6 +16,7 @@ are, with the encoder's bytes cached on them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality
 
@@ -56,6 +57,9 @@ class _FlowMetric:
     field: fields.Field
     allowed: frozenset[str]
     index: int  # position among the enabled metrics of its record kind
+    typed: Callable  # the value as exported: int, float, or a Histogram as it is
+    gauge: bool  # gauges have no start time
+    may_collide: bool  # an opt-out may make two of a series' extra attribute sets equal
 
 
 class _Resource:
@@ -102,7 +106,9 @@ class MetricsBuilder:
             if name in fields.FIELDS and name in settings.enabled_metrics:
                 table = fields.FIELDS[name]
                 allowed = frozenset(a.name for a in definition.attributes) - settings.dropped_attributes
-                metric = _FlowMetric(definition, table, allowed, len(self._by_kind[table.kind]))
+                metric = _FlowMetric(definition, table, allowed, len(self._by_kind[table.kind]),
+                                     _converter(definition), definition.kind == "gauge",
+                                     bool(settings.dropped_attributes))
                 self._by_kind[table.kind].append(metric)
                 self._flow_metrics.append(metric)
         self._union = {kind: frozenset().union(*(m.allowed for m in metrics))
@@ -224,6 +230,11 @@ class MetricsBuilder:
             self._by_series[id(series)] = unit
 
     def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record]) -> list[Point]:
+        if len(records) == 1 and not metric.may_collide:  # the common case, kept short
+            series = records[0].series
+            start, typed, extra_set = 0 if metric.gauge else series.start_ns, metric.typed, self._extra
+            return [Point(attributes, extra_set(metric, extra), start, typed(value))
+                    for extra, value in metric.field.points(series.stats)]
         definition = metric.definition
         points: dict[AttributeSet, Point] = {}
         for record in records:
@@ -351,6 +362,16 @@ def _map_fill(gauges: dict[str, float], time_ns: int) -> dict[AttrKey, tuple[int
             if total:
                 fill[((key, map_name),)] = (time_ns, value / total)
     return fill
+
+
+def _converter(definition: MetricDef) -> Callable:
+    if definition.kind == "histogram":
+        return _as_is
+    return int if definition.value_type == "int" else float
+
+
+def _as_is(value):
+    return value
 
 
 def _typed(definition: MetricDef, value):
