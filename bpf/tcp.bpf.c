@@ -3,10 +3,10 @@
  *
  * Per socket (`sockets`, keyed by the struct sock address) we keep the flow key and the
  * counter values last added to the aggregates; aggregates (`flows` -> inner hash keyed by
- * struct nr_flow_key) receive atomic deltas. Counters come from struct
- * tcp_sock itself, so nothing is counted per packet here. Deltas are flushed at close, at
- * destroy, and by the `iter/tcp` pass user space runs once per interval (which also finds
- * connections that existed before the agent started).
+ * struct nr_flow_key) receive atomic deltas. Counters come from struct tcp_sock itself, so
+ * nothing is counted per packet here. Deltas are flushed at close, at destroy, and by the
+ * `iter/tcp` pass user space runs once per interval (which also finds connections that
+ * existed before the agent started).
  *
  * Cost: most events touch nothing but a socket's own entry. An aggregate is looked up when
  * there is something to add to it: normally once per short connection and end (at close
@@ -27,7 +27,6 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
-#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "netreceiver.h"
 #include "common.h"
