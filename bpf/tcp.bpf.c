@@ -346,6 +346,20 @@ static __always_inline struct sock_state *track_sock(struct sock *sk, __u8 direc
 	return st;
 }
 
+/* Whether any counter moved since the last flush (nothing is taken). */
+static __always_inline bool counters_changed(struct sock *sk, const struct sock_state *st)
+{
+	__s64 now[C_MAX];
+	int i;
+
+	if (!read_counters(sk, st, now))
+		return false;
+	for (i = 0; i < C_MAX; i++)
+		if (now[i] != st->last[i])
+			return true;
+	return false;
+}
+
 /* Take what changed since the last flush into `delta`; false when nothing did. */
 static __always_inline bool take_deltas(struct sock *sk, struct sock_state *st,
 					__s64 delta[C_MAX])
@@ -690,6 +704,12 @@ static __always_inline void visit(struct sock *sk, struct sock_state *st)
 	}
 	if (st->flags & SOCK_ENDED)
 		return;  /* closed: its last counts go in at destroy */
+	/* An idle connection leaves its key alone: nothing to add, and its smoothed RTT has
+	 * not moved without traffic (another sample would repeat the last one). Its series
+	 * stays unchanged, so user space does no work for it. */
+	if ((st->flags & (SOCK_ESTABLISHED | SOCK_COUNTED)) != SOCK_ESTABLISHED &&
+	    !counters_changed(sk, st))
+		return;
 	stats = flow_stats(&st->key);
 	if (!stats)
 		return;
