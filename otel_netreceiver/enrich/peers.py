@@ -109,9 +109,10 @@ class WorkloadPeers:
     def _index_client(self, key: FlowKey) -> None:
         netns, addresses = self._namespace(key.workload)
         scope = netns if _is_loopback(key.peer_address) else 0
+        described = self._describe(key.workload)
         for address in addresses or {""}:
             _put(self._clients, (key.transport, scope, key.peer_address, key.server_port, address),
-                 self._describe(key.workload))
+                 described)
 
     def _namespace(self, workload: Workload) -> tuple[int, frozenset[str]]:
         if workload.pid <= 0:
