@@ -172,18 +172,25 @@ def _histogram_point(point: Point) -> bytes:
 
 def _number_attributes(point: Point) -> int:
     """Encode the point's attribute sets if new; their size."""
-    size = 0
-    for attributes in (point.attributes, point.extra):
-        if attributes.as_number is None:
-            attributes.as_number = _tagged(attributes, _NUMBER_ATTRS)
-        size += len(attributes.as_number)
-    return size
+    attributes, extra = point.attributes.as_number, point.extra.as_number
+    if attributes is None:
+        attributes = point.attributes.as_number = _tagged(point.attributes, _NUMBER_ATTRS)
+    if extra is None:
+        extra = point.extra.as_number = _tagged(point.extra, _NUMBER_ATTRS)
+    return len(attributes) + len(extra)
 
 
 def _point(point: Point, own: bytes, attributes_size: int) -> bytes:
     """`data_points` tag and length, then the point's own fields (attributes and time follow)."""
-    point.encoded = bytes([_LEN1]) + _varint(len(own) + attributes_size + 9) + own
+    size = len(own) + attributes_size + 9
+    head = _HEADS.get(size)
+    if head is None:
+        head = _HEADS[size] = bytes([_LEN1]) + _varint(size)
+    point.encoded = head + own
     return point.encoded
+
+
+_HEADS: dict[int, bytes] = {}  # data point tag and length, by length (a few hundred distinct)
 
 
 def _packed_counts(counts: list[int]) -> bytes:

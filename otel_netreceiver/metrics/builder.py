@@ -31,6 +31,7 @@ from otel_netreceiver.metrics.points import (
 AttrKey = tuple[tuple[str, object], ...]
 DELTA_MEMORY_BUILDS = 30  # intervals a vanished series' last value is kept for delta
 CACHE_BUILDS = 3  # intervals an unseen series' attribute set and points are kept
+EXTRAS_KEPT = 4096  # extra attribute sets remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +162,10 @@ class MetricsBuilder:
                 unit = self._unit(record)
             if unit.build != build:
                 unit.build, unit.record, unit.others, unit.stale = build, record, None, not unchanged
-                groups.setdefault(unit.resource, []).append(unit)
+                group = groups.get(unit.resource)
+                if group is None:
+                    group = groups[unit.resource] = []
+                group.append(unit)
             else:  # records that collapse into one attribute set after opt-outs
                 unit.others = [*(unit.others or ()), record]
                 unit.stale = True
@@ -250,14 +254,24 @@ class MetricsBuilder:
         return list(points.values())
 
     def _extra(self, metric: _FlowMetric, extra: dict[str, str]) -> AttributeSet:
-        """The interned set of a field's extra attributes (e.g. network.io.direction)."""
+        """The interned set of a field's extra attributes (e.g. network.io.direction).
+
+        Looked up by the dict's identity first: fields hand out constant dicts for most
+        extras (TRANSMIT, RECEIVE); the entry keeps the dict, so its id stays its own.
+        """
         if not extra:
             return EMPTY
+        by_id = self._extras.get((id(extra), id(metric)))
+        if by_id is not None and by_id[0] is extra:
+            return by_id[1]
         key = (metric.allowed, tuple(extra.items()))
         found = self._extras.get(key)
         if found is None:
             kept = tuple(kv for kv in key[1] if kv[0] in metric.allowed)
             found = self._extras[key] = AttributeSet(kept) if kept else EMPTY
+        if len(self._extras) > EXTRAS_KEPT:  # fresh dicts (e.g. error.type) would pile up
+            self._extras = {}
+        self._extras[(id(extra), id(metric))] = (extra, found)
         return found
 
     def _metrics_of(self, resource: _Resource, units: list[_Unit], time_ns: int) -> list[MetricData]:
