@@ -3,6 +3,10 @@
 The kernel hands over what changed in one interval (per flow key); `FlowTable` adds it to
 a cumulative `Series` whose `start_ns` is when the key was first seen, and forgets keys
 that stayed idle (no change and no active connection) for `idle_intervals` intervals.
+
+Series and their stats are never changed once made: a change makes a new Series (sharing
+what did not change, e.g. a histogram without new samples). So snapshots can hold them
+without copies, and an unchanged series is the same object in successive snapshots.
 """
 
 from __future__ import annotations
@@ -11,41 +15,36 @@ from dataclasses import dataclass
 
 from .model import FailureReason, FlowKey, Histogram, Series, Snapshot, TcpStats
 
-_COUNTERS = ("opened", "closed", "active", "bytes_sent", "bytes_received", "packets_sent",
-             "packets_received", "retransmits", "resets_sent", "resets_received")
+
+def add_tcp(total: TcpStats, delta: TcpStats) -> TcpStats:
+    """New stats: `total` plus `delta` (counters, failures by reason, histograms).
+
+    Neither input is changed; parts the delta leaves as they were are shared.
+    """
+    failed = total.failed
+    if any(delta.failed.values()):
+        failed = dict(failed)
+        for reason, count in delta.failed.items():
+            failed[reason] = failed.get(reason, 0) + count
+    return TcpStats(
+        total.opened + delta.opened, total.closed + delta.closed, total.active + delta.active,
+        failed, total.bytes_sent + delta.bytes_sent, total.bytes_received + delta.bytes_received,
+        total.packets_sent + delta.packets_sent, total.packets_received + delta.packets_received,
+        total.retransmits + delta.retransmits, total.resets_sent + delta.resets_sent,
+        total.resets_received + delta.resets_received,
+        add_histogram(total.duration, delta.duration), add_histogram(total.rtt, delta.rtt))
 
 
-def add_tcp(total: TcpStats, delta: TcpStats) -> None:
-    """Add a delta into cumulative stats (counters, failures by reason, histograms)."""
-    for name in _COUNTERS:
-        setattr(total, name, getattr(total, name) + getattr(delta, name))
-    for reason, count in delta.failed.items():
-        total.failed[reason] = total.failed.get(reason, 0) + count
-    total.duration = _add_hist(total.duration, delta.duration)
-    total.rtt = _add_hist(total.rtt, delta.rtt)
-
-
-def _add_hist(total: Histogram | None, delta: Histogram | None) -> Histogram | None:
-    if delta is None:
+def add_histogram(total: Histogram | None, delta: Histogram | None) -> Histogram | None:
+    """A new histogram `total` + `delta`; one of them when the other adds nothing."""
+    if delta is None or (delta.count == 0 and total is not None):
         return total
     if total is None:
-        return copy_histogram(delta)
-    total.merge(delta)
-    return total
-
-
-def copy_histogram(hist: Histogram | None) -> Histogram | None:
-    return None if hist is None else Histogram(hist.bounds, list(hist.counts), hist.sum, hist.count)
-
-
-def copy_series(series: Series) -> Series:
-    """An independent copy of a TCP series (`copy.deepcopy` costs ~20x more per series)."""
-    stats = series.stats
-    return Series(series.start_ns, TcpStats(
-        stats.opened, stats.closed, stats.active, dict(stats.failed), stats.bytes_sent,
-        stats.bytes_received, stats.packets_sent, stats.packets_received, stats.retransmits,
-        stats.resets_sent, stats.resets_received, copy_histogram(stats.duration),
-        copy_histogram(stats.rtt)))
+        return delta
+    if delta.bounds != total.bounds:
+        raise ValueError("cannot add histograms with different bounds")
+    return Histogram(total.bounds, [a + b for a, b in zip(total.counts, delta.counts)],
+                     total.sum + delta.sum, total.count + delta.count)
 
 
 def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...]) -> TcpStats:
@@ -58,7 +57,6 @@ def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...])
 class _Entry:
     series: Series
     idle: int = 0
-    shared: bool = False  # `series` is in a snapshot: copy it before the next change
 
 
 class FlowTable:
@@ -69,6 +67,7 @@ class FlowTable:
         self.duration_bounds, self.rtt_bounds = duration_bounds, rtt_bounds
         self.idle_intervals = idle_intervals
         self._entries: dict[FlowKey, _Entry] = {}
+        self._empty = empty_tcp(duration_bounds, rtt_bounds)  # shared, never changed
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -78,11 +77,9 @@ class FlowTable:
         for key, delta in deltas.items():
             entry = self._entries.get(key)
             if entry is None:
-                stats = empty_tcp(self.duration_bounds, self.rtt_bounds)
-                entry = self._entries[key] = _Entry(Series(start_ns=now_ns, stats=stats))
-            if entry.shared:
-                entry.series, entry.shared = copy_series(entry.series), False
-            add_tcp(entry.series.stats, delta)
+                entry = self._entries[key] = _Entry(Series(now_ns, add_tcp(self._empty, delta)))
+            else:
+                entry.series = Series(entry.series.start_ns, add_tcp(entry.series.stats, delta))
             entry.idle = -1  # becomes 0 below: changed this interval
         self._age()
 
@@ -93,13 +90,12 @@ class FlowTable:
                 del self._entries[key]
 
     def fill(self, snapshot: Snapshot) -> None:
-        """Put every series into `snapshot.tcp`; the table never changes them afterwards.
+        """Put every series into `snapshot.tcp` (readers of a snapshot must not modify it).
 
-        Snapshots may outlive the interval, so a handed-out series is copied before the
-        table next changes it (copy on write): one Series per key is kept, an unchanged
-        series is the same object in successive snapshots, and the work per interval
-        follows the keys that changed. Readers of a snapshot must not modify it.
+        The table never changes a series it made, so no copy is needed; an unchanged
+        series is the same object as in the last snapshot, so the work per interval
+        follows the keys that changed, not every key tracked.
         """
+        tcp = snapshot.tcp
         for key, entry in self._entries.items():
-            snapshot.tcp[key] = entry.series
-            entry.shared = True
+            tcp[key] = entry.series

@@ -88,7 +88,8 @@ _REASONS = [_FAILURES[abi.Failure(i)] for i in range(abi.FAIL_MAX)]
 
 
 def decode_stats(raw: abi.FlowStats, settings: TcpSettings) -> TcpStats:
-    """The kernel's struct nr_flow_stats (one interval's deltas) as TcpStats."""
+    """The kernel's struct nr_flow_stats (one interval's deltas) as TcpStats; a histogram
+    without samples in the interval is None."""
     v = FLOW_STATS.unpack(bytes(raw))
     fail_end = 3 + abi.FAIL_MAX
     duration, rtt = fail_end + 7, fail_end + 7 + _HIST_WORDS
@@ -99,8 +100,9 @@ def decode_stats(raw: abi.FlowStats, settings: TcpSettings) -> TcpStats:
         packets_sent=v[fail_end + 2], packets_received=v[fail_end + 3],
         retransmits=v[fail_end + 4], resets_sent=v[fail_end + 5], resets_received=v[fail_end + 6],
         duration=_histogram(list(v[duration:duration + abi.HIST_BUCKETS]), v[rtt - 2], v[rtt - 1],
-                            settings.duration_bounds),
-        rtt=_histogram(list(v[rtt:rtt + abi.HIST_BUCKETS]), v[-2], v[-1], settings.rtt_bounds),
+                            settings.duration_bounds) if v[rtt - 1] else None,
+        rtt=_histogram(list(v[rtt:rtt + abi.HIST_BUCKETS]), v[-2], v[-1], settings.rtt_bounds)
+        if v[-1] else None,
     )
 
 
@@ -192,7 +194,7 @@ class TcpCollector:
         for raw_key, raw_stats in entries:
             key, stats = self._decode_key(raw_key), decode_stats(raw_stats, self.settings)
             if key in deltas:  # distinct kernel keys can decode alike (e.g. comm bytes)
-                add_tcp(deltas[key], stats)
+                deltas[key] = add_tcp(deltas[key], stats)
             else:
                 deltas[key] = stats
         return deltas

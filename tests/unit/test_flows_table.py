@@ -8,7 +8,7 @@ import pytest
 
 from otel_netreceiver.flows.model import (Direction, FailureReason, Family, FlowKey, Histogram,
                                           Series, Snapshot, TcpStats, Transport, Workload)
-from otel_netreceiver.flows.table import FlowTable, add_tcp, copy_series, empty_tcp
+from otel_netreceiver.flows.table import FlowTable, add_tcp, empty_tcp
 
 DURATION, RTT = (0.1, 1.0), (0.001,)
 
@@ -40,8 +40,7 @@ def test_failures_and_histograms_merge():
     total = empty_tcp(DURATION, RTT)
     one = delta(failed={FailureReason.TIMEOUT: 2})
     one.duration.counts, one.duration.sum, one.duration.count = [1, 0, 1], 2.05, 2
-    add_tcp(total, one)
-    add_tcp(total, one)
+    total = add_tcp(add_tcp(total, one), one)
     assert total.failed[FailureReason.TIMEOUT] == 4 and total.failed[FailureReason.REFUSED] == 0
     assert total.duration.counts == [2, 0, 2] and total.duration.count == 4
     assert total.duration.sum == pytest.approx(4.1)
@@ -97,17 +96,26 @@ def test_keys_stay_apart():
     assert {k.server_port: s.stats.opened for k, s in snap.tcp.items()} == {80: 1, 443: 3}
 
 
-def test_copy_series_copies_every_field_and_shares_nothing_mutable():
+def test_add_tcp_changes_neither_input_and_shares_what_did_not_change():
     values = {f.name: index + 1 for index, f in enumerate(dataclasses.fields(TcpStats))}
     values["failed"] = {FailureReason.REFUSED: 3}
     values["duration"] = Histogram(DURATION, [1, 2, 3], 4.5, 6)
     values["rtt"] = Histogram(RTT, [7, 8], 0.5, 15)
-    original = Series(start_ns=42, stats=TcpStats(**values))
-    copied = copy_series(original)
-    assert copied == original
-    copied.stats.failed[FailureReason.REFUSED] += 1
-    copied.stats.duration.counts[0] += 1
-    copied.stats.rtt.merge(Histogram(RTT, [1, 1], 1.0, 2))
-    assert original.stats == TcpStats(**values)
-    assert original.stats.failed == {FailureReason.REFUSED: 3}
-    assert original.stats.duration.counts == [1, 2, 3] and original.stats.rtt.count == 15
+    total = TcpStats(**values)
+    change = TcpStats(**{name: 100 for name in values if name not in ("failed", "duration", "rtt")},
+                      failed={FailureReason.REFUSED: 1}, duration=Histogram(DURATION, [0, 1, 0], 0.5, 1),
+                      rtt=Histogram.empty(RTT))
+    result = add_tcp(total, change)
+    assert [getattr(result, name) - getattr(total, name) for name in values
+            if name not in ("failed", "duration", "rtt")] == [100] * 10
+    assert result.failed == {FailureReason.REFUSED: 4} and total.failed == {FailureReason.REFUSED: 3}
+    assert result.duration == Histogram(DURATION, [1, 3, 3], 5.0, 7)
+    assert total.duration == Histogram(DURATION, [1, 2, 3], 4.5, 6)
+    assert result.rtt is total.rtt  # no samples in the delta: shared, not copied
+    quiet = add_tcp(total, TcpStats(failed={FailureReason.REFUSED: 0}))
+    assert quiet.failed is total.failed and quiet.duration is total.duration
+
+
+def test_histograms_with_other_bounds_are_refused():
+    with pytest.raises(ValueError, match="different bounds"):
+        add_tcp(empty_tcp(DURATION, RTT), TcpStats(rtt=Histogram((0.5,), [1, 0], 0.1, 1)))
