@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from otel_netreceiver.flows.model import (Direction, FailureReason, Family, FlowKey, Histogram,
-                                          Series, Snapshot, TcpStats, Transport, Workload)
+                                          Snapshot, TcpStats, Transport, Workload)
 from otel_netreceiver.flows.table import FlowTable, add_tcp, empty_tcp
 
 DURATION, RTT = (0.1, 1.0), (0.001,)
