@@ -56,7 +56,7 @@ def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...])
 @dataclass
 class _Entry:
     series: Series
-    idle: int = 0
+    changed: int  # the last apply() that changed it
 
 
 class FlowTable:
@@ -68,26 +68,30 @@ class FlowTable:
         self.idle_intervals = idle_intervals
         self._entries: dict[FlowKey, _Entry] = {}
         self._empty = empty_tcp(duration_bounds, rtt_bounds)  # shared, never changed
+        self._applied = 0  # apply() calls so far
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def apply(self, deltas: dict[FlowKey, TcpStats], now_ns: int) -> None:
-        """Add one interval's deltas, then age and evict idle keys."""
+        """Add one interval's deltas, then evict keys idle for `idle_intervals` intervals."""
+        self._applied += 1
         for key, delta in deltas.items():
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._entries[key] = _Entry(Series(now_ns, add_tcp(self._empty, delta)))
+                self._entries[key] = _Entry(Series(now_ns, add_tcp(self._empty, delta)), self._applied)
             else:
                 entry.series = Series(entry.series.start_ns, add_tcp(entry.series.stats, delta))
-            entry.idle = -1  # becomes 0 below: changed this interval
-        self._age()
+                entry.changed = self._applied
+        self._evict()
 
-    def _age(self) -> None:
-        for key, entry in list(self._entries.items()):
-            entry.idle += 1
-            if entry.idle >= self.idle_intervals and entry.series.stats.active == 0:
-                del self._entries[key]
+    def _evict(self) -> None:
+        """Forget keys unchanged for `idle_intervals` intervals with nothing active."""
+        last = self._applied - self.idle_intervals
+        idle = [key for key, entry in self._entries.items()
+                if entry.changed <= last and entry.series.stats.active == 0]
+        for key in idle:
+            del self._entries[key]
 
     def fill(self, snapshot: Snapshot) -> None:
         """Put every series into `snapshot.tcp` (readers of a snapshot must not modify it).
