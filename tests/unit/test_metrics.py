@@ -209,3 +209,55 @@ def test_delta_state_of_long_gone_series_is_forgotten(monkeypatch):
     [(_, _, opened)] = metrics_by_name(data)["tcp.connection.opened"]
     [p] = opened.data.data_points
     assert (p.value, p.start_time_unix_nano) == (7, SECOND)
+
+
+def test_unchanged_series_reuses_points_and_changed_attributes_do_not():
+    """The same Series object with the same attributes: the very same Point objects (their
+    encoded bytes stay valid); the same Series with new attributes: new points."""
+    b = builder(enabled={"tcp.connection.opened"})
+    record = tcp_record("a", "198.18.20.1", 3)
+
+    def opened(batch):
+        [metric] = [m for _, _, m in batch.metrics() if m.definition.name == "tcp.connection.opened"]
+        return metric.points
+
+    first = opened(b.build(EnrichedSnapshot(2 * SECOND, [record]), AgentTelemetry()))
+    again = Record(record.kind, record.resource, dict(record.attributes), record.series)
+    second = opened(b.build(EnrichedSnapshot(3 * SECOND, [again]), AgentTelemetry()))
+    assert second[0] is first[0]
+    renamed = Record(record.kind, record.resource, {**record.attributes, "server.address": "db.test"},
+                     record.series)
+    [third] = opened(b.build(EnrichedSnapshot(4 * SECOND, [renamed]), AgentTelemetry()))
+    assert third is not first[0] and dict(third.attribute_items())["server.address"] == "db.test"
+
+
+def test_records_that_collapse_then_separate_are_exported_right_each_interval():
+    b = builder(enabled={"tcp.connection.opened"}, dropped={"network.peer.address"})
+    one, two = tcp_record("a", "198.18.20.1", 3), tcp_record("a", "198.18.20.9", 4)
+    values = []
+    for t, records in [(2, [one, two]), (3, [one]), (4, [one, two]), (5, [two])]:
+        data = b.build(EnrichedSnapshot(t * SECOND, records), AgentTelemetry())
+        [(_, _, opened)] = metrics_by_name(data)["tcp.connection.opened"]
+        values.append([p.value for p in opened.data.data_points])
+    assert values == [[7], [3], [7], [4]]
+
+
+def test_a_metric_without_an_attribute_adds_the_series_that_differ_only_in_it():
+    """dns.lookup.timeout.count has no error.type: lookups that differ only in their
+    error.type are one timeout point, while dns.lookup.duration keeps them apart."""
+    from otel_netreceiver.flows.model import DnsStats, Histogram
+
+    def dns(error, timeouts, start):
+        attributes = {"dns.question.name": "a.test", "server.address": "198.18.20.53", "error.type": error}
+        stats = DnsStats(Histogram((0.01,), [timeouts, 0], 0.001, timeouts), timeouts)
+        return Record(RecordKind.DNS, (("host.name", "h1"),), attributes, Series(start, stats))
+
+    b = builder(enabled={"dns.lookup.timeout.count", "dns.lookup.duration"})
+    data = b.build(EnrichedSnapshot(5 * SECOND, [dns("nxdomain", 2, 2 * SECOND), dns("servfail", 3, SECOND)]),
+                   AgentTelemetry())
+    metrics = metrics_by_name(data)
+    [(_, _, timeouts)] = metrics["dns.lookup.timeout.count"]
+    assert [(p.value, p.start_time_unix_nano, dict(p.attributes)) for p in timeouts.data.data_points] == [
+        (5, SECOND, {"dns.question.name": "a.test", "server.address": "198.18.20.53"})]
+    [(_, _, durations)] = metrics["dns.lookup.duration"]
+    assert sorted(p.attributes["error.type"] for p in durations.data.data_points) == ["nxdomain", "servfail"]
