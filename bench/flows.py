@@ -80,7 +80,9 @@ def _agent(endpoint: str, collector):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "agent.yaml")
         path.write_text(AGENT_CONFIG.format(endpoint=endpoint, timeout=int(EXPORT_TIMEOUT_S)))
-        return agent.build(config.load(path, environ={}), loaders={RecordKind.TCP: lambda: collector})
+        built = agent.build(config.load(path, environ={}), loaders={RecordKind.TCP: lambda: collector})
+    agent.settle_garbage_collector()  # as `run` does once its probes are attached
+    return built
 
 
 def _intervals(the_agent, client) -> list[dict]:

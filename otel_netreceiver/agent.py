@@ -7,6 +7,7 @@ are left out here, at wiring time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import threading
@@ -137,6 +138,21 @@ def _export_within(exporter: Exporter, data, timeout_s: float | None,
             break
         thread.join(left)
     return bool(result and result[0])
+
+
+def settle_garbage_collector(young_threshold: int = 50_000) -> None:
+    """Call once start-up is done: keep the cyclic garbage collector off the live series.
+
+    An interval with 10k series allocates around a million short-lived objects, almost all
+    freed by reference counting. With Python's default thresholds (a young collection
+    every 700 allocations, a full one every 100 x 10 of those) the collector re-scanned
+    every live series several times per interval: about a third of the interval's CPU.
+    What start-up made (modules, BTF, configuration) is frozen out of its sight, and a
+    young collection runs every `young_threshold` allocations.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(young_threshold, 20, 100)
 
 
 # -- wiring ---------------------------------------------------------------------------------

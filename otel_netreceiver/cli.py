@@ -72,8 +72,13 @@ def run(args) -> int:
         log.warning("no exporter configured (OTEL_METRICS_EXPORTER=none): collecting without exporting")
     instance = agent.build(settings)
     names = ", ".join(e.name for e in settings.exporters) or "none"
-    instance.run(stop, ready=lambda: log.info("%s %s running; exporters: %s; interval %gs",
-                                              PROG, __version__, names, settings.collection_interval_s))
+
+    def ready() -> None:
+        agent.settle_garbage_collector()
+        log.info("%s %s running; exporters: %s; interval %gs",
+                 PROG, __version__, names, settings.collection_interval_s)
+
+    instance.run(stop, ready=ready)
     log.info("stopped after a final export")
     return 0
 

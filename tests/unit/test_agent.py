@@ -1,5 +1,6 @@
 """The agent loop and its wiring, with the fake collector and a recording exporter."""
 
+import gc
 import threading
 
 import pytest
@@ -159,3 +160,14 @@ def test_stop_during_a_stuck_periodic_export_still_ends_with_the_final_one(monke
     release.set()
     assert len(hanging.exports) == 2 and hanging.shut  # the stuck one, then the final one
     assert instance._telemetry.export_failures == {"rec": 2}
+
+
+def test_settle_garbage_collector_freezes_start_up_and_raises_the_young_threshold():
+    before = gc.get_threshold()
+    try:
+        agent.settle_garbage_collector(young_threshold=12_345)
+        assert gc.get_threshold()[0] == 12_345
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
