@@ -54,9 +54,17 @@ class TcpSettings:
         self.rtt_bounds = tuple(float(b) for b in self.rtt_bounds)
 
 
-def decode_key(raw: abi.FlowKey) -> FlowKey:
-    """The kernel's struct nr_flow_key as a model FlowKey."""
-    workload = Workload(raw.id.cgroup_id, raw.id.tgid, abi.comm_text(raw.id.comm))
+def decode_key(raw: abi.FlowKey, workloads: dict[bytes, Workload] | None = None) -> FlowKey:
+    """The kernel's struct nr_flow_key as a model FlowKey.
+
+    With `workloads` (identity bytes -> Workload), keys of one workload share one
+    Workload object, so lookups by workload downstream stop at the identity test.
+    """
+    workload = workloads.get(bytes(raw.id)) if workloads is not None else None
+    if workload is None:
+        workload = Workload(raw.id.cgroup_id, raw.id.tgid, abi.comm_text(raw.id.comm))
+        if workloads is not None:
+            workloads[bytes(raw.id)] = workload
     incoming = raw.direction == abi.Direction.INCOMING
     return FlowKey(
         workload=workload,
@@ -117,6 +125,7 @@ class TcpCollector:
         self.table = FlowTable(self.settings.duration_bounds, self.settings.rtt_bounds,
                                self.settings.idle_intervals)
         self._keys: dict[bytes, FlowKey] = {}  # kernel key bytes -> decoded key
+        self._workloads: dict[bytes, Workload] = {}  # kernel identity bytes -> Workload
         self._loader: Loader | None = None
         self._inner: list[libbpf.BpfMap] = []
         self._slot = 0
@@ -206,7 +215,8 @@ class TcpCollector:
         if key is None:
             if len(self._keys) >= 2 * self.settings.flows_max:
                 self._keys.clear()
-            key = self._keys[data] = decode_key(raw)
+                self._workloads.clear()
+            key = self._keys[data] = decode_key(raw, self._workloads)
         return key
 
     def _set_slot(self, slot: int) -> None:

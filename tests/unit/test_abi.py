@@ -127,3 +127,11 @@ def test_decode_stats_reads_every_field_in_place():
 
 def test_flow_stats_unpacks_the_whole_mirror():
     assert FLOW_STATS.size == ctypes.sizeof(abi.FlowStats)
+
+
+def test_keys_of_one_workload_share_one_workload_object():
+    workloads = {}
+    first = decode_key(raw_key(abi.Direction.OUTGOING), workloads)
+    second = decode_key(raw_key(abi.Direction.INCOMING), workloads)
+    assert first.workload is second.workload and first != second
+    assert decode_key(raw_key(abi.Direction.OUTGOING)).workload == first.workload
