@@ -14,7 +14,7 @@ PARTS = [
     ("network.md", "Throughput with and without the agent (bpf stats off)"),
     ("cost.md", "Agent cost at a paced 5,000 connections/s (bpf stats on)"),
     ("completeness.md", "Completeness at the highest churn (default map sizes)"),
-    ("flows.md", "Real kernel path with N flow keys"),
+    ("flows.md", "Real kernel path: one agent interval with N flow keys"),
     ("series.md", "Synthetic N series through enrich + build + export"),
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"

@@ -20,7 +20,7 @@ $PY -m bench cost --seconds 20 --json "$OUT/cost.json" > "$OUT/cost.md" 2> "$OUT
 $PY -m bench completeness --connections 20000 > "$OUT/completeness.md" 2> "$OUT/completeness.log"
 $PY -m bench completeness --connections 100000 >> "$OUT/completeness.md" 2>> "$OUT/completeness.log"
 if [ -z "${SKIP_SERIES:-}" ]; then  # CPU-time measures, little moved by other load
-    $PY -m bench flows --sizes 1000,10000 > "$OUT/flows.md" 2> "$OUT/flows.log"
-    $PY -m bench series --sizes 1000,10000 > "$OUT/series.md" 2> "$OUT/series.log"
+    $PY -m bench flows --sizes 1000,10000,100000 > "$OUT/flows.md" 2> "$OUT/flows.log"
+    $PY -m bench series --sizes 1000,10000,100000 > "$OUT/series.md" 2> "$OUT/series.log"
 fi
 date -u +"end %Y-%m-%dT%H:%M:%SZ" >> "$OUT/times.txt"
