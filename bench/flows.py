@@ -5,7 +5,7 @@ them open; both ends are on this machine, so each connection is two flow keys (o
 on the client, incoming on the server): N keys need N/2 connections. Each N runs in a
 fresh process: the agent as `otel-netreceiver run` builds it (default enrichment with
 containers and peers, default catalog, OTLP/HTTP to the null sink), with its TCP
-collector's flow map sized for N. Before each interval a fraction of the connections
+collector's socket and flow maps sized for N. Before each interval a fraction of the connections
 send one byte, so that interval has all, a tenth or none of the series changed; the CPU
 and wall time of `Agent.tick()` (collect + enrich + build + export) are measured per
 interval, and the process's RSS after the run and at its peak.
@@ -13,6 +13,7 @@ interval, and the process's RSS after the run and at its peak.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
@@ -26,6 +27,7 @@ from bench import procstat, series, servers, sink
 
 FIRST_EXTRA = 10   # server addresses <subnet>.10, .11, ...
 PORT = 20000
+PER_PROCESS = 15_000  # held connections per fanout process
 EXPORT_TIMEOUT_S = series.EXPORT_TIMEOUT_S
 # (what changes, poke every K-th connection, intervals)
 PHASES = (("first interval (all keys new)", 1, 1), ("all series changed", 1, 3),
@@ -44,32 +46,48 @@ def shape(n: int) -> tuple[int, int]:
     return addresses, max(1, round(n / 2 / addresses))
 
 
+def port_groups(addresses: int, ports: int) -> list[tuple[int, int]]:
+    """(first port, count) per server/client process pair: each holds at most
+    PER_PROCESS connections (a process may not raise its descriptor limit here)."""
+    per_group = max(1, PER_PROCESS // addresses)
+    return [(PORT + first, min(per_group, ports - first)) for first in range(0, ports, per_group)]
+
+
 def measure(n: int, endpoint: str) -> dict:
     from otel_netreceiver.probes.tcp import TcpCollector, TcpSettings
 
     addresses, ports = shape(n)
-    collector = TcpCollector(TcpSettings(flows_max=max(16384, 2 * n)))
-    with servers.hosts() as pair, collector:
+    collector = TcpCollector(TcpSettings(flows_max=max(16384, 2 * n), sockets_max=max(65536, 2 * n)))
+    with servers.hosts() as pair, collector, contextlib.ExitStack() as running:
         for i in range(addresses):
             pair.server.run("ip", "addr", "add", f"{servers.SUBNET}.{FIRST_EXTRA + i}/24",
                             "dev", _link(pair.server))
-        with servers.process(pair.server.argv(sys.executable, "-m", "bench.fanout", "serve",
-                                              str(PORT), str(ports)), "0.0.0.0", PORT):
-            client = subprocess.Popen(
+        clients = []
+        for first, count in port_groups(addresses, ports):
+            running.enter_context(servers.process(
+                pair.server.argv(sys.executable, "-m", "bench.fanout", "serve", str(first), str(count)),
+                "0.0.0.0", first + count - 1))
+            clients.append(running.enter_context(_client(
                 pair.client.argv(sys.executable, "-m", "bench.fanout", "connect",
-                                 f"{servers.SUBNET}.{FIRST_EXTRA}", str(addresses), str(PORT), str(ports)),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            try:
-                made = json.loads(client.stdout.readline())["connections"]
-                phases = _intervals(_agent(endpoint, collector), client)
-            finally:
-                client.stdin.close()
-                client.wait(timeout=60)
+                                 f"{servers.SUBNET}.{FIRST_EXTRA}", str(addresses), str(first), str(count)))))
+        made = sum(json.loads(client.stdout.readline())["connections"] for client in clients)
+        phases = _intervals(_agent(endpoint, collector), clients)
         keys, losses = len(collector.table), sum(collector.losses().values())
     return {"keys": keys, "connections": made, "phases": phases,
             "rss_MiB": procstat.status_kib(_pid(), "VmRSS") / 1024,
             "peak_rss_MiB": procstat.status_kib(_pid(), "VmHWM") / 1024,
             "losses": losses}
+
+
+@contextlib.contextmanager
+def _client(argv: list[str]):
+    """A fanout client holding its connections until its stdin closes."""
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield client
+    finally:
+        client.stdin.close()
+        client.wait(timeout=60)
 
 
 def _agent(endpoint: str, collector):
@@ -85,14 +103,16 @@ def _agent(endpoint: str, collector):
     return built
 
 
-def _intervals(the_agent, client) -> list[dict]:
+def _intervals(the_agent, clients) -> list[dict]:
     rows = []
     for phase, every, count in PHASES:
         cpu, wall = [], []
         for _ in range(count):
-            client.stdin.write(f"poke {every}\n")
-            client.stdin.flush()
-            client.stdout.readline()
+            for client in clients:
+                client.stdin.write(f"poke {every}\n")
+                client.stdin.flush()
+            for client in clients:
+                client.stdout.readline()
             timed = _timed(the_agent.tick)
             cpu.append(timed["cpu_ms"])
             wall.append(timed["wall_ms"])
