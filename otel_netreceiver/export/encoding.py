@@ -8,8 +8,9 @@ each interval; at 10k series that is seconds of CPU and hundreds of MiB. Here:
 * a Point's own fields (start, value; tag and length in front) are encoded once and kept
   on it (the builder hands out the same Point while its start and value are unchanged);
   its attributes are not copied into it, so the cache costs ~50 bytes a point;
-* a data point is then four pieces joined by one `bytes.join`: its own fields, its
-  attribute sets' bytes and the batch's time field (the same for every point);
+* a data point is then four pieces: its own fields, its attribute sets' bytes and the
+  batch's time field (the same for every point), joined with the rest of its request by
+  one `bytes.join` (points are copied once, not once per nesting level);
 * requests of at most `max_points` points are encoded one at a time.
 
 Field numbers are those of opentelemetry/proto/{metrics,common,resource}/v1/*.proto and
@@ -54,12 +55,13 @@ def requests(batch: Batch, max_points: int) -> Iterator[EncodedRequest]:
     time_field = bytes([_TIME]) + struct.pack("<Q", batch.time_ns)
     pending = _Request()
     for resource, scope, metric in batch.metrics():
-        points = metric.points
+        count = len(metric.points)
+        parts = _data_points(metric, time_field) if count else []
         done = 0
-        while done < len(points):
-            take = min(max_points - pending.points, len(points) - done)
+        while done < count:
+            take = min(max_points - pending.points, count - done)
             pending.add(resource.attributes, scope.name, scope.version,
-                        _metric(metric, points[done:done + take], time_field), take)
+                        _metric(metric, parts[4 * done:4 * (done + take)]), take)
             done += take
             if pending.points >= max_points:
                 yield pending.encode()
@@ -118,14 +120,11 @@ class _Request:
         return EncodedRequest(b"".join(request.parts), self.points)
 
 
-def _metric(metric: MetricData, points: list[Point], time_field: bytes) -> _Message:
-    """A Metric message holding `points` (a slice of the metric's points)."""
+def _metric(metric: MetricData, parts: list[bytes]) -> _Message:
+    """A Metric message holding the data points whose pieces are `parts`."""
     definition = metric.definition
-    if definition.kind == "histogram":
-        data = _Message(_points(points, _histogram_point, "as_histogram", time_field))
-    else:
-        data = _Message(_points(points, _int_point if definition.value_type == "int" else _double_point,
-                                "as_number", time_field))
+    data = _Message()
+    data.parts, data.size = parts, sum(map(len, parts))
     message = _Message(_metric_head(definition))
     if definition.kind == "gauge":
         message.nest(_GAUGE, data)
@@ -137,14 +136,37 @@ def _metric(metric: MetricData, points: list[Point], time_field: bytes) -> _Mess
     return message
 
 
-def _points(points: list[Point], encode, attributes_field: str, time_field: bytes) -> bytes:
-    """Repeated `data_points`: each is its cached own fields, its attribute sets' cached
-    KeyValues and the batch's time field (gathered column by column: fewer Python steps)."""
+def _data_points(metric: MetricData, time_field: bytes) -> list[bytes]:
+    """The metric's repeated `data_points` as four pieces a point: its cached own fields, its
+    attribute sets' cached KeyValues and the batch's time field.
+
+    Kept on the MetricData: when the builder hands it out again, only the points it
+    replaced are gathered again and the time pieces are swapped in one slice assignment.
+    """
+    if metric.definition.kind == "histogram":
+        encode, attributes_field = _histogram_point, "as_histogram"
+    else:
+        encode = _int_point if metric.definition.value_type == "int" else _double_point
+        attributes_field = "as_number"
+    parts, count = metric.parts, len(metric.points)
+    if parts is None or len(parts) != 4 * count:  # new, or its points were not only replaced
+        parts = metric.parts = _pieces(metric.points, encode, attributes_field, time_field)
+    else:
+        parts[3::4] = [time_field] * count
+        for start, stop in metric.stale:
+            parts[4 * start:4 * stop] = _pieces(metric.points[start:stop], encode, attributes_field, time_field)
+    metric.stale = []
+    return parts
+
+
+def _pieces(points: list[Point], encode, attributes_field: str, time_field: bytes) -> list[bytes]:
+    """Per point: own fields, attributes, extra attributes, time (gathered column by
+    column: fewer Python steps)."""
     owns = [p.encoded or encode(p) for p in points]
     field = attrgetter(attributes_field)
-    attributes = list(map(field, map(_ATTRIBUTES, points)))
-    extras = list(map(field, map(_EXTRA, points)))
-    return b"".join(chain.from_iterable(zip(owns, attributes, extras, repeat(time_field, len(points)))))
+    attributes = map(field, map(_ATTRIBUTES, points))
+    extras = map(field, map(_EXTRA, points))
+    return list(chain.from_iterable(zip(owns, attributes, extras, repeat(time_field, len(points)))))
 
 
 # -- data points: tag, length and the point's own fields, kept on the Point ---------------------

@@ -16,6 +16,8 @@ are, with the encoder's bytes cached on them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import attrgetter, itemgetter
 from typing import Callable
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality
@@ -66,11 +68,12 @@ class _FlowMetric:
 class _Resource:
     """One exported resource (attributes after opt-outs), interned across intervals."""
 
-    __slots__ = ("attributes", "build")
+    __slots__ = ("attributes", "build", "last")
 
     def __init__(self, items: AttrKey) -> None:
         self.attributes = AttributeSet(items)
         self.build = 0
+        self.last: _Layout | None = None  # its metrics last interval (cumulative only)
 
 
 class _Unit:
@@ -89,6 +92,50 @@ class _Unit:
         self.points: list[list[Point]] | None = None
         self.build = 0
         self.stale = True
+
+
+class _Layout:
+    """Where each unit's points sit in a resource's MetricData (cumulative, no points
+    merged across units), so that a unit that changed has its points replaced in place."""
+
+    __slots__ = ("units", "metrics", "index", "columns")
+
+    def __init__(self, units: list[_Unit], by_kind: dict[RecordKind, list[_Unit]],
+                 flow_metrics: dict[RecordKind, list[_FlowMetric]], metrics: list[MetricData]) -> None:
+        self.units, self.metrics = units, metrics
+        self.index = {unit: j for kind_units in by_kind.values() for j, unit in enumerate(kind_units)}
+        position = {id(m.definition): k for k, m in enumerate(metrics)}
+        # per kind, per metric of the kind: (its index, position in `metrics` or -1, the
+        # offset of each unit's points in it)
+        self.columns = {kind: [(m.index, position.get(id(m.definition), -1),
+                                list(accumulate(map(len, map(itemgetter(m.index), map(_POINTS, kind_units))),
+                                                initial=0)))
+                               for m in flow_metrics[kind]]
+                        for kind, kind_units in by_kind.items()}
+
+    def patched(self, changed: list[_Unit]) -> list[MetricData] | None:
+        """The metrics with the changed units' points in place; None when a unit's number
+        of points in a metric changed (the layout no longer holds)."""
+        if not changed:
+            return self.metrics
+        metrics, renewed = list(self.metrics), set()
+        for unit in changed:
+            j = self.index[unit]
+            for i, k, offsets in self.columns[unit.kind]:
+                start, points = offsets[j], unit.points[i]
+                if len(points) != offsets[j + 1] - start:
+                    return None
+                if not points:
+                    continue
+                if k not in renewed:
+                    metrics[k] = metrics[k].renewed()
+                    renewed.add(k)
+                metrics[k].replace(start, points)
+        self.metrics = metrics
+        return metrics
+
+
+_POINTS = attrgetter("points")
 
 
 class MetricsBuilder:
@@ -275,11 +322,23 @@ class MetricsBuilder:
         return found
 
     def _metrics_of(self, resource: _Resource, units: list[_Unit], time_ns: int) -> list[MetricData]:
-        """One MetricData per enabled flow metric with points, in catalog order."""
+        """One MetricData per enabled flow metric with points, in catalog order.
+
+        Cumulative metrics of a resource whose units are those of last interval are last
+        interval's MetricData, or renewed copies with the points of the units that changed
+        replaced in place: work per changed unit, not per point (the encoder keeps its
+        pieces on them too).
+        """
+        for unit in units:
+            self._settle(unit)
+        layout = resource.last
+        if layout is not None and layout.units == units:
+            metrics = layout.patched([unit for unit in units if unit.stale])
+            if metrics is not None:
+                return metrics
         by_kind: dict[RecordKind, list[_Unit]] = {}
         narrow: set[RecordKind] = set()
         for unit in units:
-            self._settle(unit)
             by_kind.setdefault(unit.kind, []).append(unit)
             if unit.narrow:
                 narrow.add(unit.kind)
@@ -295,6 +354,8 @@ class MetricsBuilder:
             if points:
                 metrics.append(self._metric(metric.definition, ("flow", resource.attributes.items),
                                             points, time_ns))
+        cumulative = not self._settings.delta and not narrow
+        resource.last = _Layout(units, by_kind, self._by_kind, metrics) if cumulative else None
         return metrics
 
     # -- agent's own telemetry -----------------------------------------------------------

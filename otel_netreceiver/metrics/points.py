@@ -60,11 +60,30 @@ class Point:
 
 @dataclass(slots=True)
 class MetricData:
-    """The points of one catalog metric in one resource and scope."""
+    """The points of one catalog metric in one resource and scope.
+
+    `parts` and `stale` are the encoder's: its data points' pieces, kept while the builder
+    hands out this MetricData again (or a `renewed` copy), and the [start, stop) ranges of
+    points the builder replaced since they were made.
+    """
 
     definition: MetricDef
     temporality: int  # DELTA or CUMULATIVE (ignored for gauges)
     points: list[Point]
+    parts: list[bytes] | None = field(default=None, repr=False, compare=False)
+    stale: list[tuple[int, int]] = field(default_factory=list, repr=False, compare=False)
+
+    def renewed(self) -> "MetricData":
+        """A copy whose points may be replaced; it takes over the encoder's pieces."""
+        copy = MetricData(self.definition, self.temporality, self.points.copy(), self.parts, self.stale)
+        self.parts, self.stale = None, []
+        return copy
+
+    def replace(self, start: int, points: list[Point]) -> None:
+        """Put `points` in place of as many points from `start` (the encoder re-encodes them)."""
+        stop = start + len(points)
+        self.points[start:stop] = points
+        self.stale.append((start, stop))
 
 
 @dataclass(slots=True)

@@ -190,3 +190,67 @@ def test_negative_zero_bound_is_not_served_from_a_cache_of_positive_zero():
         batch = Batch(2, [ResourceData(AttributeSet((("r", 1),)), [ScopeData("s", "v", [
             MetricData(definition, CUMULATIVE, [point])])])])
         assert decoded(batch)[0].SerializeToString() == encode_metrics(to_sdk(batch)).SerializeToString()
+
+
+# -- intervals: metrics kept across builds, points replaced in place ----------------------------
+
+def _tcp(workload, port, opened, failed=()):
+    from otel_netreceiver.flows.model import FailureReason
+    stats = TcpStats(opened=opened, bytes_sent=10 * opened, failed={FailureReason(r): 1 for r in failed},
+                     rtt=Histogram((0.001, 0.01), [opened, 0, 1], 0.5, opened + 1))
+    return Record(RecordKind.TCP, (("service.name", workload),), {"server.port": port, "network.transport": "tcp"},
+                  Series(SECOND, stats))
+
+
+def _changed(record, opened, failed=()):
+    return Record(record.kind, record.resource, record.attributes, _tcp("x", 0, opened, failed).series)
+
+
+def _intervals():
+    """(name, records) per interval: what changes from one to the next."""
+    a = [_tcp("a", port, 1) for port in range(6)]
+    b = [_tcp("b", port, 1) for port in range(3)]
+    yield "first", a + b
+    yield "none changed", a + b
+    a[2] = _changed(a[2], 7)
+    yield "one changed", a + b
+    a[0], b[1] = _changed(a[0], 8), _changed(b[1], 9)
+    yield "two resources changed", a + b
+    a[3] = _changed(a[3], 10, failed=("refused",))
+    yield "a series gains a point", a + b
+    del a[4]
+    yield "a series disappears", a + b
+    a.append(_tcp("a", 99, 5))
+    yield "a resource gains a series", a + b
+    yield "a resource loses all its series", a
+    yield "none changed again", a
+
+
+@pytest.mark.parametrize("delta", [False, True])
+@pytest.mark.parametrize("max_points", [10**9, 7])
+def test_successive_intervals_encode_as_the_sdk_does(delta, max_points):
+    """Whatever changes between intervals, the requests hold exactly the SDK's data points,
+    with this interval's time, never more than max_points a request."""
+    b = builder(delta)
+    for step, (name, records) in enumerate(_intervals(), start=2):
+        batch = b.build(EnrichedSnapshot(step * SECOND, records), AgentTelemetry())
+        requests = list(encoding.requests(batch, max_points))
+        assert all(r.points <= max_points for r in requests), name
+        whole = encode_metrics(to_sdk(batch))
+        assert _points_by_metric(decoded(batch, max_points)) == _points_by_metric([whole]), name
+        if max_points > batch.point_count():
+            assert decoded(batch)[0] == whole, name
+        opened = {(_attribute(rm.resource, "service.name").string_value,
+                   _attribute(p, "server.port").int_value): p.as_int
+                  for rm in whole.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                  if m.name == "tcp.connection.opened" for p in m.sum.data_points}
+        expected = {(r.resource[0][1], r.attributes["server.port"]): r.series.stats.opened for r in records}
+        if not delta:
+            assert opened == expected, name
+        else:
+            assert opened.keys() == expected.keys(), name
+
+
+def _attribute(message, key):
+    [value] = [kv.value for kv in message.attributes if kv.key == key]
+    return value

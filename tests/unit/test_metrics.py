@@ -261,3 +261,35 @@ def test_a_metric_without_an_attribute_adds_the_series_that_differ_only_in_it():
         (5, SECOND, {"dns.question.name": "a.test", "server.address": "198.18.20.53"})]
     [(_, _, durations)] = metrics["dns.lookup.duration"]
     assert sorted(p.attributes["error.type"] for p in durations.data.data_points) == ["nxdomain", "servfail"]
+
+
+def test_a_resource_whose_series_are_unchanged_keeps_its_metrics_and_a_change_renews_them():
+    """Same units, none changed: last interval's MetricData as they are; one series
+    changed: copies with its points replaced in place, last interval's left as they were."""
+    b = builder(enabled={"tcp.connection.opened", "tcp.io"})
+    records = [tcp_record("a", f"198.18.20.{n}", n) for n in range(1, 4)]
+
+    def flows(batch):
+        return {m.definition.name: m for _, scope, m in batch.metrics() if scope.name == CATALOG.flows_scope}
+
+    first = flows(b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry()))
+    second = flows(b.build(EnrichedSnapshot(3 * SECOND, list(records)), AgentTelemetry()))
+    assert all(second[name] is first[name] for name in first)
+    before = list(first["tcp.connection.opened"].points)
+    records[1] = tcp_record("a", "198.18.20.2", 20)
+    third = flows(b.build(EnrichedSnapshot(4 * SECOND, records), AgentTelemetry()))
+    opened = third["tcp.connection.opened"]
+    assert opened is not first["tcp.connection.opened"] and first["tcp.connection.opened"].points == before
+    assert [p.value for p in opened.points] == [1, 20, 3]
+    assert opened.points[0] is before[0] and opened.points[2] is before[2]
+    assert opened.stale == [(1, 2)] and len(third["tcp.io"].points) == 6
+
+
+def test_delta_metrics_are_new_every_interval():
+    b = builder(delta=True, enabled={"tcp.connection.opened"})
+    records = [tcp_record("a", "198.18.20.1", 3)]
+    first = b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
+    second = b.build(EnrichedSnapshot(3 * SECOND, records), AgentTelemetry())
+    [(_, _, one)], [(_, _, two)] = ([x for x in data.metrics() if x[2].definition.name == "tcp.connection.opened"]
+                                    for data in (first, second))
+    assert one is not two and [p.value for p in two.points] == [0]
