@@ -149,7 +149,8 @@ def _data_points(metric: MetricData, time_field: bytes) -> list[bytes]:
         encode = _int_point if metric.definition.value_type == "int" else _double_point
         attributes_field = "as_number"
     parts, count = metric.parts, len(metric.points)
-    if parts is None or len(parts) != 4 * count:  # new, or its points were not only replaced
+    if parts is None or len(parts) != 4 * count or len(metric.stale) > count // 4:
+        # new, its points were not only replaced, or many were: gathered anew
         parts = metric.parts = _pieces(metric.points, encode, attributes_field, time_field)
     else:
         parts[3::4] = [time_field] * count

@@ -15,6 +15,7 @@ are, with the encoder's bytes cached on them.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from itertools import accumulate
 from operator import attrgetter, itemgetter
@@ -34,6 +35,7 @@ AttrKey = tuple[tuple[str, object], ...]
 DELTA_MEMORY_BUILDS = 30  # intervals a vanished series' last value is kept for delta
 CACHE_BUILDS = 3  # intervals an unseen series' attribute set and points are kept
 EXTRAS_KEPT = 4096  # extra attribute sets remembered
+PATCH_MAX_SHARE = 0.25  # changed units beyond this share of a resource's: its metrics are built anew
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +110,19 @@ class _Layout:
         # per kind, per metric of the kind: (its index, position in `metrics` or -1, the
         # offset of each unit's points in it)
         self.columns = {kind: [(m.index, position.get(id(m.definition), -1),
-                                list(accumulate(map(len, map(itemgetter(m.index), map(_POINTS, kind_units))),
-                                                initial=0)))
+                                array("q", accumulate(map(len, map(itemgetter(m.index), map(_POINTS, kind_units))),
+                                                      initial=0)))
                                for m in flow_metrics[kind]]
                         for kind, kind_units in by_kind.items()}
 
     def patched(self, changed: list[_Unit]) -> list[MetricData] | None:
         """The metrics with the changed units' points in place; None when a unit's number
-        of points in a metric changed (the layout no longer holds)."""
+        of points in a metric changed (the layout no longer holds), or when so many changed
+        that building the metrics again is cheaper."""
         if not changed:
             return self.metrics
+        if len(changed) > len(self.units) * PATCH_MAX_SHARE:
+            return None
         metrics, renewed = list(self.metrics), set()
         for unit in changed:
             j = self.index[unit]

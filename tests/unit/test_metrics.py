@@ -267,7 +267,7 @@ def test_a_resource_whose_series_are_unchanged_keeps_its_metrics_and_a_change_re
     """Same units, none changed: last interval's MetricData as they are; one series
     changed: copies with its points replaced in place, last interval's left as they were."""
     b = builder(enabled={"tcp.connection.opened", "tcp.io"})
-    records = [tcp_record("a", f"198.18.20.{n}", n) for n in range(1, 4)]
+    records = [tcp_record("a", f"198.18.20.{n}", n) for n in range(1, 6)]  # 1 in 5 changes: patched
 
     def flows(batch):
         return {m.definition.name: m for _, scope, m in batch.metrics() if scope.name == CATALOG.flows_scope}
@@ -280,9 +280,9 @@ def test_a_resource_whose_series_are_unchanged_keeps_its_metrics_and_a_change_re
     third = flows(b.build(EnrichedSnapshot(4 * SECOND, records), AgentTelemetry()))
     opened = third["tcp.connection.opened"]
     assert opened is not first["tcp.connection.opened"] and first["tcp.connection.opened"].points == before
-    assert [p.value for p in opened.points] == [1, 20, 3]
-    assert opened.points[0] is before[0] and opened.points[2] is before[2]
-    assert opened.stale == [(1, 2)] and len(third["tcp.io"].points) == 6
+    assert [p.value for p in opened.points] == [1, 20, 3, 4, 5]
+    assert all(opened.points[i] is before[i] for i in (0, 2, 3, 4))
+    assert opened.stale == [(1, 2)] and len(third["tcp.io"].points) == 10
 
 
 def test_delta_metrics_are_new_every_interval():
