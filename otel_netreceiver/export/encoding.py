@@ -123,8 +123,7 @@ class _Request:
 def _metric(metric: MetricData, parts: list[bytes]) -> _Message:
     """A Metric message holding the data points whose pieces are `parts`."""
     definition = metric.definition
-    data = _Message()
-    data.parts, data.size = parts, sum(map(len, parts))
+    data = _Message(b"".join(parts))
     message = _Message(_metric_head(definition))
     if definition.kind == "gauge":
         message.nest(_GAUGE, data)

@@ -98,22 +98,27 @@ class _Unit:
 
 class _Layout:
     """Where each unit's points sit in a resource's MetricData (cumulative, no points
-    merged across units), so that a unit that changed has its points replaced in place."""
+    merged across units), so that a unit that changed has its points replaced in place.
+    The offsets are found when first needed (never, while everything changes)."""
 
-    __slots__ = ("units", "metrics", "index", "columns")
+    __slots__ = ("units", "metrics", "by_kind", "flow_metrics", "index", "columns")
 
     def __init__(self, units: list[_Unit], by_kind: dict[RecordKind, list[_Unit]],
                  flow_metrics: dict[RecordKind, list[_FlowMetric]], metrics: list[MetricData]) -> None:
-        self.units, self.metrics = units, metrics
-        self.index = {unit: j for kind_units in by_kind.values() for j, unit in enumerate(kind_units)}
-        position = {id(m.definition): k for k, m in enumerate(metrics)}
+        self.units, self.metrics, self.by_kind, self.flow_metrics = units, metrics, by_kind, flow_metrics
+        self.index: dict[_Unit, int] | None = None
+        self.columns: dict[RecordKind, list[tuple[int, int, array]]] | None = None
+
+    def _locate(self) -> None:
+        self.index = {unit: j for kind_units in self.by_kind.values() for j, unit in enumerate(kind_units)}
+        position = {id(m.definition): k for k, m in enumerate(self.metrics)}
         # per kind, per metric of the kind: (its index, position in `metrics` or -1, the
         # offset of each unit's points in it)
         self.columns = {kind: [(m.index, position.get(id(m.definition), -1),
                                 array("q", accumulate(map(len, map(itemgetter(m.index), map(_POINTS, kind_units))),
                                                       initial=0)))
-                               for m in flow_metrics[kind]]
-                        for kind, kind_units in by_kind.items()}
+                               for m in self.flow_metrics[kind]]
+                        for kind, kind_units in self.by_kind.items()}
 
     def patched(self, changed: list[_Unit]) -> list[MetricData] | None:
         """The metrics with the changed units' points in place; None when a unit's number
@@ -123,6 +128,8 @@ class _Layout:
             return self.metrics
         if len(changed) > len(self.units) * PATCH_MAX_SHARE:
             return None
+        if self.columns is None:
+            self._locate()
         metrics, renewed = list(self.metrics), set()
         for unit in changed:
             j = self.index[unit]
