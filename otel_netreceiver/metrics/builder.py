@@ -122,12 +122,9 @@ class _Layout:
 
     def patched(self, changed: list[_Unit]) -> list[MetricData] | None:
         """The metrics with the changed units' points in place; None when a unit's number
-        of points in a metric changed (the layout no longer holds), or when so many changed
-        that building the metrics again is cheaper."""
+        of points in a metric changed (the layout no longer holds)."""
         if not changed:
             return self.metrics
-        if len(changed) > len(self.units) * PATCH_MAX_SHARE:
-            return None
         if self.columns is None:
             self._locate()
         metrics, renewed = list(self.metrics), set()
@@ -291,6 +288,7 @@ class MetricsBuilder:
         unit.series = series
         if series is not None:
             self._by_series[id(series)] = unit
+        unit.stale = False
 
     def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record]) -> list[Point]:
         if len(records) == 1 and not metric.may_collide:  # the common case, kept short
@@ -341,13 +339,21 @@ class MetricsBuilder:
         replaced in place: work per changed unit, not per point (the encoder keeps its
         pieces on them too).
         """
+        # Last interval's metrics are let go first unless patched: while everything is
+        # rebuilt they would keep every old point alive.
+        layout, resource.last = resource.last, None
+        if layout is not None and layout.units == units:
+            changed = [unit for unit in units if unit.stale]
+            if len(changed) <= len(units) * PATCH_MAX_SHARE:
+                for unit in changed:
+                    self._settle(unit)
+                metrics = layout.patched(changed)
+                if metrics is not None:
+                    resource.last = layout
+                    return metrics
+        del layout
         for unit in units:
             self._settle(unit)
-        layout = resource.last
-        if layout is not None and layout.units == units:
-            metrics = layout.patched([unit for unit in units if unit.stale])
-            if metrics is not None:
-                return metrics
         by_kind: dict[RecordKind, list[_Unit]] = {}
         narrow: set[RecordKind] = set()
         for unit in units:
