@@ -10,7 +10,10 @@ Cost follows the series that changed: the records of one resource that export th
 attribute set form a `_Unit`, kept across intervals with its points. A record whose
 series is the same object as last interval (FlowTable hands out the same Series for an
 unchanged TCP key) and whose attributes did not change reuses its unit's points as they
-are, with the encoder's bytes cached on them.
+are, with the encoder's bytes cached on them. With cumulative temporality a resource's
+MetricData are kept too (`_Layout`): while its units are those of last interval, the same
+MetricData are handed out again, or renewed copies in which only the points of the units
+that changed are replaced (the encoder then re-gathers only those).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Plain slotted objects instead of the SDK's data classes. Two of them carry a cac
 OTLP encoder (`export/encoding.py`): an `AttributeSet` keeps its encoded KeyValues, a
 `Point` its encoded bytes. The builder hands out the *same* AttributeSet for a series in
 every interval and the *same* Point while its start and value are unchanged, so those
-bytes are encoded once, not once per interval.
+bytes are encoded once, not once per interval. A `MetricData` keeps the encoder's pieces
+of its data points while the builder hands it out again (see `MetricData.renewed`).
 """
 
 from __future__ import annotations
