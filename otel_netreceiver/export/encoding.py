@@ -9,8 +9,11 @@ each interval; at 10k series that is seconds of CPU and hundreds of MiB. Here:
   on it (the builder hands out the same Point while its start and value are unchanged);
   its attributes are not copied into it, so the cache costs ~50 bytes a point;
 * a data point is then four pieces: its own fields, its attribute sets' bytes and the
-  batch's time field (the same for every point), joined with the rest of its request by
-  one `bytes.join` (points are copied once, not once per nesting level);
+  batch's time field (the same for every point);
+* a metric's pieces are kept on its MetricData (`_data_points`): when the builder hands
+  out that MetricData again (nothing changed) or a renewed copy (some points replaced in
+  place), only the replaced points are gathered again; each request's slice of the
+  pieces gets the time by one slice assignment and is joined once;
 * requests of at most `max_points` points are encoded one at a time.
 
 Field numbers are those of opentelemetry/proto/{metrics,common,resource}/v1/*.proto and
@@ -40,6 +43,7 @@ _NUMBER_POINT = struct.Struct("<BQBq").pack
 _DOUBLE_POINT = struct.Struct("<BQBd").pack
 _HISTOGRAM_HEAD = struct.Struct("<BQBQBd").pack  # start, count (0x21), sum (0x29)
 _ATTRIBUTES, _EXTRA = attrgetter("attributes"), attrgetter("extra")
+_NO_TIME = b""  # a kept piece where each request puts its batch's time field
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +60,15 @@ def requests(batch: Batch, max_points: int) -> Iterator[EncodedRequest]:
     pending = _Request()
     for resource, scope, metric in batch.metrics():
         count = len(metric.points)
-        parts = _data_points(metric, time_field) if count else []
+        parts = _data_points(metric) if count else []
         done = 0
         while done < count:
             take = min(max_points - pending.points, count - done)
-            pending.add(resource.attributes, scope.name, scope.version,
-                        _metric(metric, parts[4 * done:4 * (done + take)]), take)
+            # The time goes into this request's copy of the pieces, never into the kept ones:
+            # an abandoned export still encoding an older batch cannot mix its time in.
+            chunk = parts[4 * done:4 * (done + take)]
+            chunk[3::4] = [time_field] * take
+            pending.add(resource.attributes, scope.name, scope.version, _metric(metric, chunk), take)
             done += take
             if pending.points >= max_points:
                 yield pending.encode()
@@ -135,12 +142,12 @@ def _metric(metric: MetricData, parts: list[bytes]) -> _Message:
     return message
 
 
-def _data_points(metric: MetricData, time_field: bytes) -> list[bytes]:
+def _data_points(metric: MetricData) -> list[bytes]:
     """The metric's repeated `data_points` as four pieces a point: its cached own fields, its
-    attribute sets' cached KeyValues and the batch's time field.
+    attribute sets' cached KeyValues and an empty piece where a request puts the time.
 
     Kept on the MetricData: when the builder hands it out again, only the points it
-    replaced are gathered again and the time pieces are swapped in one slice assignment.
+    replaced are gathered again.
     """
     if metric.definition.kind == "histogram":
         encode, attributes_field = _histogram_point, "as_histogram"
@@ -150,23 +157,22 @@ def _data_points(metric: MetricData, time_field: bytes) -> list[bytes]:
     parts, count = metric.parts, len(metric.points)
     if parts is None or len(parts) != 4 * count or len(metric.stale) > count // 4:
         # new, its points were not only replaced, or many were: gathered anew
-        parts = metric.parts = _pieces(metric.points, encode, attributes_field, time_field)
+        parts = metric.parts = _pieces(metric.points, encode, attributes_field)
     else:
-        parts[3::4] = [time_field] * count
         for start, stop in metric.stale:
-            parts[4 * start:4 * stop] = _pieces(metric.points[start:stop], encode, attributes_field, time_field)
+            parts[4 * start:4 * stop] = _pieces(metric.points[start:stop], encode, attributes_field)
     metric.stale = []
     return parts
 
 
-def _pieces(points: list[Point], encode, attributes_field: str, time_field: bytes) -> list[bytes]:
-    """Per point: own fields, attributes, extra attributes, time (gathered column by
-    column: fewer Python steps)."""
+def _pieces(points: list[Point], encode, attributes_field: str) -> list[bytes]:
+    """Per point: own fields, attributes, extra attributes, a place for the time (gathered
+    column by column: fewer Python steps)."""
     owns = [p.encoded or encode(p) for p in points]
     field = attrgetter(attributes_field)
     attributes = map(field, map(_ATTRIBUTES, points))
     extras = map(field, map(_EXTRA, points))
-    return list(chain.from_iterable(zip(owns, attributes, extras, repeat(time_field, len(points)))))
+    return list(chain.from_iterable(zip(owns, attributes, extras, repeat(_NO_TIME, len(points)))))
 
 
 # -- data points: tag, length and the point's own fields, kept on the Point ---------------------

@@ -254,3 +254,17 @@ def test_successive_intervals_encode_as_the_sdk_does(delta, max_points):
 def _attribute(message, key):
     [value] = [kv.value for kv in message.attributes if kv.key == key]
     return value
+
+
+def test_kept_pieces_never_carry_a_time_into_another_batch():
+    """Two batches sharing kept MetricData (nothing changed), encoded in either order (an
+    abandoned export may still encode the older one): each has its own time only."""
+    b = builder()
+    records = [_tcp("a", port, 1) for port in range(3)]
+    older = b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
+    newer = b.build(EnrichedSnapshot(3 * SECOND, records), AgentTelemetry())
+    for batch, time_ns in [(newer, 3 * SECOND), (older, 2 * SECOND), (newer, 3 * SECOND)]:
+        [ours] = decoded(batch)
+        assert ours == encode_metrics(to_sdk(batch))
+        assert {p.time_unix_nano for rm in ours.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                for p in getattr(m, m.WhichOneof("data")).data_points} == {time_ns}
