@@ -91,6 +91,8 @@ def test_ladder_highest_zero_loss_rate(tmp_path, capsys):
             print(f"\nrate {rate}/s: dnsperf {truth}, agent answered {sum(answered.values())} "
                   f"timeouts {timeouts} ring_buffer_full {losses['dns.ring_buffer_full']} "
                   f"-> {'zero loss' if zero_loss else 'LOSS'}")
+            if not zero_loss:
+                print("losses: " + ", ".join(f"{k}={v}" for k, v in sorted(losses.items()) if v))
         if not zero_loss:
             break
         best = rate
