@@ -6,6 +6,25 @@
 #ifndef NETRECEIVER_COMMON_H
 #define NETRECEIVER_COMMON_H
 
+/* Double-buffered aggregates: two hashes `<outer>_a` / `<outer>_b` of `value_type` per
+ * struct nr_flow_key, and the one-slot map-in-map `outer` whose slot 0 is the hash being
+ * written (`<outer>_a` at load). User space swaps the slot, then drains the other hash. */
+#define NR_SWAPPED_FLOW_MAPS(outer, value_type)                          \
+	struct outer##_inner {                                          \
+		__uint(type, BPF_MAP_TYPE_HASH);                        \
+		__uint(max_entries, 16384);                             \
+		__type(key, struct nr_flow_key);                        \
+		__type(value, value_type);                              \
+	} outer##_a SEC(".maps"), outer##_b SEC(".maps");               \
+	struct {                                                        \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);               \
+		__uint(max_entries, 1);                                 \
+		__type(key, __u32);                                     \
+		__array(values, struct outer##_inner);                  \
+	} outer SEC(".maps") = {                                        \
+		.values = { [0] = &outer##_a },                         \
+	}
+
 /* The per-CPU `losses` array of one object: a __u64 counter per loss reason. */
 #define NR_LOSSES_MAP(entries)                                  \
 	struct {                                                \

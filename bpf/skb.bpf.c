@@ -51,22 +51,7 @@ extern void *bpf_rdonly_cast(void *obj, __u32 btf_id) __ksym;
 
 /* --- maps ------------------------------------------------------------------------ */
 
-struct udp_flows_inner {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct nr_flow_key);
-	__type(value, struct nr_udp_stats);
-} udp_flows_a SEC(".maps"), udp_flows_b SEC(".maps");
-
-/* Slot 0 holds the inner map being written; user space swaps it each interval. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__array(values, struct udp_flows_inner);
-} udp_flows SEC(".maps") = {
-	.values = { [0] = &udp_flows_a },
-};
+NR_SWAPPED_FLOW_MAPS(udp_flows, struct nr_udp_stats);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);

@@ -98,21 +98,7 @@ struct {
 } listeners SEC(".maps");
 
 /* Two aggregate maps; user space swaps which one `flows` points to, then drains the other. */
-struct flow_map {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct nr_flow_key);
-	__type(value, struct nr_flow_stats);
-} flows_a SEC(".maps"), flows_b SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__array(values, struct flow_map);
-} flows SEC(".maps") = {
-	.values = { &flows_a },
-};
+NR_SWAPPED_FLOW_MAPS(flows, struct nr_flow_stats);
 
 NR_LOSSES_MAP(NR_LOSS_MAX);
 
