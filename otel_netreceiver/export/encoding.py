@@ -154,12 +154,12 @@ def _data_points(metric: MetricData) -> list[bytes]:
     else:
         encode = _int_point if metric.definition.value_type == "int" else _double_point
         attributes_field = "as_number"
-    parts, count = metric.parts, len(metric.points)
-    if parts is None or len(parts) != 4 * count or len(metric.stale) > count // 4:
+    parts, stale, count = metric.parts, metric.stale, len(metric.points)
+    if parts is None or len(parts) != 4 * count or len(stale) > count // 4:
         # new, its points were not only replaced, or many were: gathered anew
         parts = metric.parts = _pieces(metric.points, encode, attributes_field)
     else:
-        for start, stop in metric.stale:
+        for start, stop in stale:
             parts[4 * start:4 * stop] = _pieces(metric.points[start:stop], encode, attributes_field)
     metric.stale = []
     return parts

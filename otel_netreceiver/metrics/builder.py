@@ -112,7 +112,7 @@ class _Layout:
         self.index: dict[_Unit, int] | None = None
         self.columns: dict[RecordKind, list[tuple[int, int, array]]] | None = None
 
-    def _locate(self) -> None:
+    def locate(self) -> None:
         self.index = {unit: j for kind_units in self.by_kind.values() for j, unit in enumerate(kind_units)}
         position = {id(m.definition): k for k, m in enumerate(self.metrics)}
         # per kind, per metric of the kind: (its index, position in `metrics` or -1, the
@@ -129,7 +129,7 @@ class _Layout:
         if not changed:
             return self.metrics
         if self.columns is None:
-            self._locate()
+            self.locate()
         metrics, renewed = list(self.metrics), set()
         for unit in changed:
             j = self.index[unit]
@@ -139,6 +139,8 @@ class _Layout:
                     return None
                 if not points:
                     continue
+                if k < 0:  # a metric that had no points at all now has some
+                    return None
                 if k not in renewed:
                     metrics[k] = metrics[k].renewed()
                     renewed.add(k)
@@ -221,6 +223,7 @@ class MetricsBuilder:
                 unit = self._unit(record)
             if unit.build != build:
                 unit.build, unit.record, unit.others, unit.stale = build, record, None, not unchanged
+                unit.resource.build = build  # seen this interval, changed or not
                 group = groups.get(unit.resource)
                 if group is None:
                     group = groups[unit.resource] = []
@@ -300,14 +303,16 @@ class MetricsBuilder:
             return [Point(attributes, extra_set(metric, extra), start, typed(value))
                     for extra, value in metric.field.points(series.stats)]
         definition = metric.definition
-        points: dict[AttributeSet, Point] = {}
+        # keyed by content: the interned set of equal extras may be a new object after the
+        # intern table is emptied in the middle of this loop
+        points: dict[tuple, Point] = {}
         for record in records:
             start = record.series.start_ns if definition.kind != "gauge" else 0
             for extra, value in metric.field.points(record.series.stats):
                 extra_set = self._extra(metric, extra)
-                existing = points.get(extra_set)
+                existing = points.get(extra_set.items)
                 if existing is None:
-                    points[extra_set] = Point(attributes, extra_set, start, _typed(definition, value))
+                    points[extra_set.items] = Point(attributes, extra_set, start, _typed(definition, value))
                 else:
                     existing.start_ns = min(existing.start_ns, start)
                     existing.value = _added(existing.value, _typed(definition, value))
@@ -348,6 +353,8 @@ class MetricsBuilder:
         if layout is not None and layout.units == units:
             changed = [unit for unit in units if unit.stale]
             if len(changed) <= len(units) * PATCH_MAX_SHARE:
+                if changed and layout.columns is None:
+                    layout.locate()  # offsets from last interval's points, before they change
                 for unit in changed:
                     self._settle(unit)
                 metrics = layout.patched(changed)

@@ -75,16 +75,26 @@ class MetricData:
     stale: list[tuple[int, int]] = field(default_factory=list, repr=False, compare=False)
 
     def renewed(self) -> "MetricData":
-        """A copy whose points may be replaced; it takes over the encoder's pieces."""
-        copy = MetricData(self.definition, self.temporality, self.points.copy(), self.parts, self.stale)
-        self.parts, self.stale = None, []
-        return copy
+        """A copy whose points may be replaced, with copies of the encoder's pieces.
+
+        This one is left as it is: an export of it may still be running (one abandoned
+        at stop). `stale` is copied before `parts`: the encoder patches `parts` before it
+        empties `stale`, so whatever it does meanwhile, the copy's pieces are either
+        patched or listed as stale.
+        """
+        stale = list(self.stale)
+        parts = None if self.parts is None else self.parts.copy()
+        return MetricData(self.definition, self.temporality, self.points.copy(), parts, stale)
 
     def replace(self, start: int, points: list[Point]) -> None:
         """Put `points` in place of as many points from `start` (the encoder re-encodes them)."""
         stop = start + len(points)
         self.points[start:stop] = points
+        if self.parts is None:
+            return  # never encoded (e.g. only Prometheus or debug exporters): nothing to patch
         self.stale.append((start, stop))
+        if len(self.stale) > len(self.points) // 4 + 1:
+            self.parts, self.stale = None, []  # cheaper to gather every piece again
 
 
 @dataclass(slots=True)

@@ -4,8 +4,9 @@ import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
 
 from otel_netreceiver.enrich.base import Enricher
-from otel_netreceiver.flows.model import (EnrichedSnapshot, Record, RecordKind, Series,
-                                          Snapshot, TcpStats)
+from otel_netreceiver.export import encoding
+from otel_netreceiver.flows.model import (EnrichedSnapshot, FailureReason, Histogram, Record,
+                                          RecordKind, Series, Snapshot, TcpStats)
 from otel_netreceiver.metrics import catalog
 from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
 from tests.support import fake_source
@@ -273,16 +274,34 @@ def test_a_resource_whose_series_are_unchanged_keeps_its_metrics_and_a_change_re
         return {m.definition.name: m for _, scope, m in batch.metrics() if scope.name == CATALOG.flows_scope}
 
     first = flows(b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry()))
-    second = flows(b.build(EnrichedSnapshot(3 * SECOND, list(records)), AgentTelemetry()))
+    second_batch = b.build(EnrichedSnapshot(3 * SECOND, list(records)), AgentTelemetry())
+    second = flows(second_batch)
     assert all(second[name] is first[name] for name in first)
+    list(encoding.requests(second_batch, 8192))  # the encoder keeps its pieces on them
     before = list(first["tcp.connection.opened"].points)
+    before_parts = list(first["tcp.connection.opened"].parts)
     records[1] = tcp_record("a", "198.18.20.2", 20)
     third = flows(b.build(EnrichedSnapshot(4 * SECOND, records), AgentTelemetry()))
     opened = third["tcp.connection.opened"]
     assert opened is not first["tcp.connection.opened"] and first["tcp.connection.opened"].points == before
+    assert first["tcp.connection.opened"].parts == before_parts  # an export of it may still run
+    assert opened.parts is not first["tcp.connection.opened"].parts
     assert [p.value for p in opened.points] == [1, 20, 3, 4, 5]
     assert all(opened.points[i] is before[i] for i in (0, 2, 3, 4))
     assert opened.stale == [(1, 2)] and len(third["tcp.io"].points) == 10
+
+
+def test_replacing_points_of_a_never_encoded_metric_keeps_no_stale_ranges():
+    """Only Prometheus or debug exporters (nothing encodes): nothing piles up."""
+    b = builder(enabled={"tcp.connection.opened"})
+    records = [tcp_record("a", f"198.18.20.{n}", n) for n in range(1, 21)]
+    for step in range(50):
+        records[step % 20] = tcp_record("a", f"198.18.20.{step % 20 + 1}", 100 + step)
+        batch = b.build(EnrichedSnapshot((2 + step) * SECOND, list(records)), AgentTelemetry())
+    [opened] = [m for _, scope, m in batch.metrics() if m.definition.name == "tcp.connection.opened"]
+    assert opened.stale == [] and opened.parts is None
+    assert sorted(p.value for p in opened.points) == sorted(
+        [100 + step for step in range(30, 50)])
 
 
 def test_delta_metrics_are_new_every_interval():
@@ -293,3 +312,72 @@ def test_delta_metrics_are_new_every_interval():
     [(_, _, one)], [(_, _, two)] = ([x for x in data.metrics() if x[2].definition.name == "tcp.connection.opened"]
                                     for data in (first, second))
     assert one is not two and [p.value for p in two.points] == [0]
+
+
+def _opened(batch, name="tcp.connection.opened"):
+    return [(p.attribute_items(), p.value) for _, _, m in batch.metrics() if m.definition.name == name
+            for p in m.points]
+
+
+def test_an_export_abandoned_mid_batch_sends_its_own_values():
+    """A stop abandons a slow export of interval N; the final interval N+1 is built and
+    encoded; when the old export resumes, batch N still carries N's values and time."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    b = builder(enabled={"tcp.connection.opened"})
+    records = [tcp_record("a", f"198.18.20.{n}", n) for n in range(1, 9)]
+    list(encoding.requests(b.build(EnrichedSnapshot(SECOND, records), AgentTelemetry()), 8192))
+    records[6] = tcp_record("a", "198.18.20.7", 70)
+    batch_n = b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
+    abandoned = encoding.requests(batch_n, 4)
+    sent = [next(abandoned)]
+    records[7] = tcp_record("a", "198.18.20.8", 800)
+    list(encoding.requests(b.build(EnrichedSnapshot(3 * SECOND, records), AgentTelemetry()), 8192))
+    sent += list(abandoned)
+    values = [(p.as_int, p.time_unix_nano) for r in sent
+              for rm in ExportMetricsServiceRequest.FromString(r.payload).resource_metrics
+              for sm in rm.scope_metrics for m in sm.metrics if m.name == "tcp.connection.opened"
+              for p in m.sum.data_points]
+    assert values == [(v, 2 * SECOND) for v in (1, 2, 3, 4, 5, 6, 70, 8)]
+
+
+def test_a_resource_of_idle_series_is_not_duplicated_when_a_new_series_joins():
+    """Series unchanged for many intervals keep their resource: a new series of the same
+    workload joins it (and, with the peer address dropped, merges into the same point)."""
+    b = builder(enabled={"tcp.connection.opened"}, dropped={"network.peer.address"})
+    idle = tcp_record("a", "198.18.20.1", 3)
+    for t in range(1, 8):
+        b.build(EnrichedSnapshot(t * SECOND, [idle]), AgentTelemetry())
+    batch = b.build(EnrichedSnapshot(8 * SECOND, [idle, tcp_record("a", "198.18.20.9", 4)]),
+                    AgentTelemetry())
+    flows = [r for r in batch.resources
+             if any(s.name == CATALOG.flows_scope for s in r.scopes)]
+    assert len(flows) == 1
+    assert [value for _, value in _opened(batch)] == [7]
+
+
+def test_points_that_collapse_stay_one_point_however_many_records():
+    """1,500 peers collapse into one unit when the peer address is dropped: one point per
+    error.type, each the sum of all of them (the intern table of extra attributes is
+    emptied several times on the way)."""
+    b = builder(enabled={"tcp.connection.failed"}, dropped={"network.peer.address"})
+    records = [Record(RecordKind.TCP, (("host.name", "h1"),),
+                      {"network.transport": "tcp", "network.peer.address": f"10.0.{i // 250}.{i % 250}",
+                       "server.port": 80, "process.executable.name": "a"},
+                      Series(SECOND, TcpStats(failed={reason: 1 for reason in FailureReason})))
+               for i in range(1500)]
+    failed = _opened(b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry()), "tcp.connection.failed")
+    assert sorted((dict(items)["error.type"], value) for items, value in failed) == sorted(
+        (reason.value, 1500) for reason in FailureReason)
+
+
+def test_a_metric_without_points_that_gains_one_is_rebuilt_not_patched():
+    b = builder(enabled={"tcp.connection.opened", "tcp.rtt"})
+    records = [tcp_record("a", f"198.18.20.{n}", n) for n in range(1, 9)]  # no RTT samples
+    b.build(EnrichedSnapshot(SECOND, records), AgentTelemetry())
+    changed = records[2]
+    records[2] = Record(changed.kind, changed.resource, changed.attributes,
+                        Series(SECOND, TcpStats(opened=3, rtt=Histogram((0.1,), [1, 0], 0.05, 1))))
+    batch = b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
+    assert [value for _, value in _opened(batch)] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [value.count for _, value in _opened(batch, "tcp.rtt")] == [1]
