@@ -7,13 +7,11 @@ the final one. Namespace hosts `nrb*` on 198.18.23.0/24.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.support import traffic
+from tests.support import bpf_programs, traffic
 from tests.support.agent_process import agent_process
 from tests.support.hosts import host_pair
 from tests.support.otlp_server import GrpcReceiver
@@ -34,23 +32,6 @@ SUBNET, RR_PORT, HOLD_PORT, COUNT = "198.18.23", 8080, 9000, 4
 STOP_LIMIT_S = 5.0  # the issue's bound for final export + detach
 
 
-def bpf_programs() -> list[dict]:
-    out = subprocess.run(["bpftool", "-j", "prog", "list"], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
-
-
-def programs_of(pid: int) -> set[int]:
-    """Ids of the BPF programs a process holds file descriptors of (from /proc fdinfo)."""
-    ids = set()
-    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
-        try:
-            text = info.read_text()
-        except OSError:
-            continue  # closed meanwhile
-        ids.update(int(line.split()[1]) for line in text.splitlines() if line.startswith("prog_id:"))
-    return ids
-
-
 def eventually(predicate, timeout_s: float = 20.0):
     deadline = time.monotonic() + timeout_s
     while not (value := predicate()) and time.monotonic() < deadline:
@@ -69,7 +50,7 @@ def test_sigterm_during_traffic_final_export_and_clean_detach(tmp_path):
         server = pair.server.address
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
         with agent_process(tmp_path, CONFIG, env) as agent:
-            ours = eventually(lambda: programs_of(agent.proc.pid))
+            ours = eventually(lambda: bpf_programs.held_by(agent.proc.pid))
             assert ours, "the agent holds no BPF program"
             sink = traffic.Generator(pair.server.argv(*traffic.argv("sink", address=server, port=HOLD_PORT)))
             rr = traffic.Generator(pair.server.argv(*traffic.argv(
@@ -111,4 +92,4 @@ def test_sigterm_during_traffic_final_export_and_clean_detach(tmp_path):
     assert value(out, "tcp.connection.active", server_port=HOLD_PORT) == 1
     assert 1000 <= value(out, "tcp.io", server_port=HOLD_PORT, network_io_direction="transmit") <= 1500
     # programs are freed once the last fd is closed (after an RCU grace period)
-    assert eventually(lambda: not (ours & {p["id"] for p in bpf_programs()})), "programs still loaded"
+    assert eventually(lambda: not (ours & bpf_programs.loaded())), "programs still loaded"
