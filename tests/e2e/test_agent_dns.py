@@ -15,7 +15,7 @@ import pytest
 
 from otel_netreceiver.metrics import catalog
 from tests.support import traffic
-from tests.support.agent_process import agent_process
+from tests.support.agent_process import EVERY_SECOND, agent_process
 from tests.support.dns import client_argv, dnsmasq, run_client
 from tests.support.hosts import emulated_container, host_pair
 from tests.support.otlp_server import GrpcReceiver
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.e2e
 
 CATALOG = catalog.load()
 SUBNET, PORT, ROUNDS = "198.18.25", 8080, 3
-CONFIG = """
-collection_interval: 1s
-initial_delay: 0s
-enrich:
-  cloud:
-    detectors: []
-"""
 
 
 def lookups(points, server):
@@ -49,7 +42,7 @@ def test_lookups_and_named_connections(tmp_path):
             emulated_container("containerd") as box:
         server = pair.server.address
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
-        with agent_process(tmp_path, CONFIG, env), dnsmasq(pair.server, {"web.test": server}) as dns:
+        with agent_process(tmp_path, EVERY_SECOND, env), dnsmasq(pair.server, {"web.test": server}) as dns:
             sink = traffic.Generator(pair.server.argv(*traffic.argv(
                 "sink", address=server, port=PORT, count=ROUNDS)))
             try:

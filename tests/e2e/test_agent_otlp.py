@@ -15,7 +15,7 @@ import pytest
 
 from otel_netreceiver.metrics import catalog
 from tests.support import traffic
-from tests.support.agent_process import agent_process
+from tests.support.agent_process import EVERY_SECOND, agent_process
 from tests.support.hosts import emulated_container, host_pair
 from tests.support.otlp_server import GrpcReceiver, HttpReceiver
 
@@ -24,13 +24,6 @@ pytestmark = pytest.mark.e2e
 CATALOG = catalog.load()
 PORT, CLOSED_PORT = 8080, 8081
 COUNT, REQUEST, RESPONSE, REFUSED = 5, 300, 7000, 3
-CONFIG = """
-collection_interval: 1s
-initial_delay: 0s
-enrich:
-  cloud:
-    detectors: []
-"""
 TEMPORALITY = {"delta": 1, "cumulative": 2}
 
 
@@ -162,7 +155,7 @@ def test_cumulative_export_matches_catalog_and_ground_truth(tmp_path, receiver_t
     with receiver_type() as receiver:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
                "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e"}
-        with agent_process(tmp_path, CONFIG, env):
+        with agent_process(tmp_path, EVERY_SECOND, env):
             for truth in run_traffic(subnet):
                 points = receiver.received.wait_for(done(truth))
     assert_conforms_to_catalog(points, "cumulative")
@@ -177,7 +170,7 @@ def test_delta_temporality(tmp_path):
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
                "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=e2e"}
-        with agent_process(tmp_path, CONFIG, env):
+        with agent_process(tmp_path, EVERY_SECOND, env):
             for truth in run_traffic("198.18.22"):
                 def all_closed(points):
                     out = [p for p in ours(points, truth, "outgoing") if p.name == "tcp.connection.closed"

@@ -18,6 +18,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / ".venv" / "bin" / "otel-netreceiver"
 
+# An agent that exports every second from the start and never asks a cloud metadata
+# address (exporters come from the test's OTEL_* environment).
+EVERY_SECOND = """
+collection_interval: 1s
+initial_delay: 0s
+enrich:
+  cloud:
+    detectors: []
+"""
+
 
 class AgentProcess:
     def __init__(self, proc: subprocess.Popen) -> None:
