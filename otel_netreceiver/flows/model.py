@@ -81,14 +81,6 @@ class Histogram:
     def empty(cls, bounds: tuple[float, ...]) -> "Histogram":
         return cls(bounds=bounds, counts=[0] * (len(bounds) + 1))
 
-    def merge(self, other: "Histogram") -> None:
-        """Add another histogram with the same bounds into this one."""
-        if other.bounds != self.bounds:
-            raise ValueError("cannot merge histograms with different bounds")
-        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
-        self.sum += other.sum
-        self.count += other.count
-
 
 @dataclass(slots=True)
 class TcpStats:

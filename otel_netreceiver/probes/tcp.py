@@ -60,11 +60,12 @@ def decode_key(raw: abi.FlowKey, workloads: dict[bytes, Workload] | None = None)
     With `workloads` (identity bytes -> Workload), keys of one workload share one
     Workload object, so lookups by workload downstream stop at the identity test.
     """
-    workload = workloads.get(bytes(raw.id)) if workloads is not None else None
+    identity = bytes(raw.id) if workloads is not None else b""
+    workload = workloads.get(identity) if workloads is not None else None
     if workload is None:
         workload = Workload(raw.id.cgroup_id, raw.id.tgid, abi.comm_text(raw.id.comm))
         if workloads is not None:
-            workloads[bytes(raw.id)] = workload
+            workloads[identity] = workload
     incoming = raw.direction == abi.Direction.INCOMING
     return FlowKey(
         workload=workload,
@@ -77,12 +78,8 @@ def decode_key(raw: abi.FlowKey, workloads: dict[bytes, Workload] | None = None)
     )
 
 
-def decode_hist(raw: abi.Histogram, bounds: tuple[float, ...]) -> Histogram:
-    """A kernel histogram (ns) in seconds; buckets past len(bounds) fold into overflow."""
-    return _histogram(list(raw.buckets), raw.sum_ns, raw.count, bounds)
-
-
 def _histogram(buckets: list[int], sum_ns: int, count: int, bounds: tuple[float, ...]) -> Histogram:
+    """A kernel histogram (ns) in seconds; buckets past len(bounds) fold into overflow."""
     counts = buckets[:len(bounds)]
     counts.append(sum(buckets[len(bounds):]))
     return Histogram(bounds=bounds, counts=counts, sum=sum_ns / 1e9, count=count)

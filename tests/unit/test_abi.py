@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from otel_netreceiver.flows.model import Direction, Family, FailureReason, Transport
+from otel_netreceiver.flows.model import Direction, Family, FailureReason, Histogram, Transport
 from otel_netreceiver.probes import abi, libbpf
 from otel_netreceiver.probes.loader import OBJECTS_DIR
-from otel_netreceiver.probes.tcp import FLOW_STATS, TcpSettings, decode_hist, decode_key, decode_stats
+from otel_netreceiver.probes.tcp import FLOW_STATS, TcpSettings, decode_key, decode_stats
 
 OBJECT = OBJECTS_DIR / "tcp.bpf.o"
 
@@ -84,10 +84,10 @@ def test_decode_key(direction, local):
 
 
 def test_decode_histogram_seconds_and_overflow():
-    raw = abi.Histogram()
-    raw.buckets[0], raw.buckets[2], raw.buckets[16] = 1, 2, 3
-    raw.sum_ns, raw.count = 1_500_000_000, 6
-    hist = decode_hist(raw, (0.001, 1.0))
+    raw = abi.FlowStats()
+    raw.rtt.buckets[0], raw.rtt.buckets[2], raw.rtt.buckets[16] = 1, 2, 3
+    raw.rtt.sum_ns, raw.rtt.count = 1_500_000_000, 6
+    hist = decode_stats(raw, TcpSettings(rtt_bounds=(0.001, 1.0))).rtt
     assert hist.counts == [1, 0, 5] and hist.count == 6 and hist.sum == 1.5
 
 
@@ -120,8 +120,11 @@ def test_decode_stats_reads_every_field_in_place():
             stats.retransmits, stats.resets_sent, stats.resets_received] == [44, 55, 66, 77, 88, 99, 110]
     assert list(stats.failed.values()) == [100 + i for i in range(abi.FAIL_MAX)]
     assert stats.failed[FailureReason.REFUSED] == raw.failed[abi.Failure.REFUSED]
-    assert stats.duration == decode_hist(raw.duration, settings.duration_bounds)
-    assert stats.rtt == decode_hist(raw.rtt, settings.rtt_bounds)
+    for decoded, bounds, base in ((stats.duration, settings.duration_bounds, 1000),
+                                  (stats.rtt, settings.rtt_bounds, 2000)):
+        buckets = [base + i for i in range(abi.HIST_BUCKETS)]
+        assert decoded == Histogram(bounds, buckets[:len(bounds)] + [sum(buckets[len(bounds):])],
+                                    base / 1000, base + 99)
     assert stats.rtt.sum == 2.0 and stats.rtt.count == 2099
 
 
