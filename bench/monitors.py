@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import procstat
+from tests.support import bpf_programs
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_BIN = REPO / ".venv" / "bin" / "otel-netreceiver"
@@ -90,7 +91,7 @@ class Command:
 
     def _prog_ids(self) -> set[int]:
         pids = procstat.session_pids(self._proc.pid)
-        return set().union(*(procstat.bpf_prog_ids(pid) for pid in pids))
+        return set().union(*(bpf_programs.held_by(pid) for pid in pids))
 
     def _wait_ready(self) -> set[int]:
         deadline = time.monotonic() + self.ready_timeout

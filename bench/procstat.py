@@ -64,35 +64,6 @@ def status_kib(pid: int, field: str, proc: Path = PROC) -> int:
     return 0
 
 
-def bpf_prog_ids(pid: int, proc: Path = PROC) -> set[int]:
-    """Ids of the BPF programs a process holds, through program or link descriptors."""
-    ids: set[int] = set()
-    for fd in _fds(pid, proc):
-        try:
-            target = os.readlink(proc / str(pid) / "fd" / fd)
-            if target not in ("anon_inode:bpf-prog", "anon_inode:bpf_link"):
-                continue
-            info = (proc / str(pid) / "fdinfo" / fd).read_text()
-        except OSError:
-            continue  # closed meanwhile
-        ids.update(int(v) for k, v in _fdinfo(info) if k == "prog_id")
-    return ids
-
-
-def _fds(pid: int, proc: Path) -> list[str]:
-    try:
-        return os.listdir(proc / str(pid) / "fd")
-    except OSError:
-        return []
-
-
-def _fdinfo(text: str):
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if value.strip().isdigit():
-            yield key.strip(), value.strip()
-
-
 @dataclass
 class BpfRun:
     """Kernel time spent in a set of programs: total ns and number of runs."""

@@ -8,16 +8,24 @@ program in /proc/<pid>/fdinfo (`prog_id:`).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 
-def held_by(pid: int) -> set[int]:
-    """Ids of the BPF programs `pid` holds through program or link descriptors."""
-    ids = set()
-    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+def held_by(pid: int, proc: Path = Path("/proc")) -> set[int]:
+    """Ids of the BPF programs `pid` holds through program or link descriptors (none once
+    the process is gone)."""
+    ids: set[int] = set()
+    try:
+        fds = os.listdir(proc / str(pid) / "fd")
+    except OSError:
+        return ids
+    for fd in fds:
         try:
-            text = info.read_text()
+            if os.readlink(proc / str(pid) / "fd" / fd) not in ("anon_inode:bpf-prog", "anon_inode:bpf_link"):
+                continue
+            text = (proc / str(pid) / "fdinfo" / fd).read_text()
         except OSError:
             continue  # closed meanwhile
         ids.update(int(line.split()[1]) for line in text.splitlines() if line.startswith("prog_id:"))
