@@ -155,8 +155,9 @@ def _data_points(metric: MetricData) -> list[bytes]:
         encode = _int_point if metric.definition.value_type == "int" else _double_point
         attributes_field = "as_number"
     parts, stale, count = metric.parts, metric.stale, len(metric.points)
-    if parts is None or len(parts) != 4 * count or len(stale) > count // 4:
-        # new, its points were not only replaced, or many were: gathered anew
+    if parts is None or len(parts) != 4 * count:
+        # new, or its points were not only replaced (MetricData.replace drops the pieces
+        # when many were): gathered anew
         parts = metric.parts = _pieces(metric.points, encode, attributes_field)
     else:
         for start, stop in stale:

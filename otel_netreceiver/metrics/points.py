@@ -93,7 +93,7 @@ class MetricData:
         if self.parts is None:
             return  # never encoded (e.g. only Prometheus or debug exporters): nothing to patch
         self.stale.append((start, stop))
-        if len(self.stale) > len(self.points) // 4 + 1:
+        if len(self.stale) > len(self.points) // 4:
             self.parts, self.stale = None, []  # cheaper to gather every piece again
 
 
