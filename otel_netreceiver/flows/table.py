@@ -11,8 +11,6 @@ without copies, and an unchanged series is the same object in successive snapsho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .model import FailureReason, FlowKey, Histogram, Series, Snapshot, TcpStats
 
 
@@ -53,12 +51,6 @@ def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...])
                     duration=Histogram.empty(duration_bounds), rtt=Histogram.empty(rtt_bounds))
 
 
-@dataclass
-class _Entry:
-    series: Series
-    changed: int  # the last apply() that changed it
-
-
 class FlowTable:
     """Cumulative TCP series per FlowKey, fed once per interval with deltas."""
 
@@ -66,40 +58,38 @@ class FlowTable:
                  idle_intervals: int = 10):
         self.duration_bounds, self.rtt_bounds = duration_bounds, rtt_bounds
         self.idle_intervals = idle_intervals
-        self._entries: dict[FlowKey, _Entry] = {}
+        self._series: dict[FlowKey, Series] = {}
+        self._changed: dict[FlowKey, int] = {}  # the last apply() that changed each key
         self._empty = empty_tcp(duration_bounds, rtt_bounds)  # shared, never changed
         self._applied = 0  # apply() calls so far
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._series)
 
     def apply(self, deltas: dict[FlowKey, TcpStats], now_ns: int) -> None:
         """Add one interval's deltas, then evict keys idle for `idle_intervals` intervals."""
         self._applied += 1
+        series, empty = self._series, self._empty
         for key, delta in deltas.items():
-            entry = self._entries.get(key)
-            if entry is None:
-                self._entries[key] = _Entry(Series(now_ns, add_tcp(self._empty, delta)), self._applied)
-            else:
-                entry.series = Series(entry.series.start_ns, add_tcp(entry.series.stats, delta))
-                entry.changed = self._applied
+            old = series.get(key)
+            series[key] = (Series(now_ns, add_tcp(empty, delta)) if old is None
+                           else Series(old.start_ns, add_tcp(old.stats, delta)))
+        self._changed.update(dict.fromkeys(deltas, self._applied))
         self._evict()
 
     def _evict(self) -> None:
         """Forget keys unchanged for `idle_intervals` intervals with nothing active."""
-        last = self._applied - self.idle_intervals
-        idle = [key for key, entry in self._entries.items()
-                if entry.changed <= last and entry.series.stats.active == 0]
+        last, series = self._applied - self.idle_intervals, self._series
+        idle = [key for key, changed in self._changed.items()
+                if changed <= last and series[key].stats.active == 0]
         for key in idle:
-            del self._entries[key]
+            del series[key], self._changed[key]
 
     def fill(self, snapshot: Snapshot) -> None:
         """Put every series into `snapshot.tcp` (readers of a snapshot must not modify it).
 
         The table never changes a series it made, so no copy is needed; an unchanged
-        series is the same object as in the last snapshot, so the work per interval
-        follows the keys that changed, not every key tracked.
+        series is the same object as in the last snapshot. Keys are not hashed again
+        (a dict update reuses the stored hashes).
         """
-        tcp = snapshot.tcp
-        for key, entry in self._entries.items():
-            tcp[key] = entry.series
+        snapshot.tcp.update(self._series)

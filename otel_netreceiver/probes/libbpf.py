@@ -94,6 +94,7 @@ _SIGNATURES = {
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+    "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
     "bpf_map_lookup_batch": (c_int, [c_int, c_void_p, c_void_p, c_void_p, c_void_p,
                                      POINTER(c_uint32), POINTER(BatchOpts)]),
     "bpf_map_lookup_and_delete_batch": (c_int, [c_int, c_void_p, c_void_p, c_void_p,
@@ -350,12 +351,24 @@ def read_batch(fd: int, key_type, value_type, max_entries: int, delete: bool = F
 
     Per-CPU maps are not handled here (their values are arrays of possible CPUs).
     """
+    key_size, value_size = ctypes.sizeof(key_type), ctypes.sizeof(value_type)
+    keys, values = read_batch_bytes(fd, key_size, value_size, max_entries, delete)
+    return [(key_type.from_buffer_copy(keys, i * key_size),
+             value_type.from_buffer_copy(values, i * value_size))
+            for i in range(len(keys) // key_size)]
+
+
+def read_batch_bytes(fd: int, key_size: int, value_size: int, max_entries: int,
+                     delete: bool = False) -> tuple[bytes, bytes]:
+    """Like read_batch, as two byte strings: entry i's key at i * key_size of the first,
+    its value at i * value_size of the second (no Python object per entry)."""
     call = (lib().bpf_map_lookup_and_delete_batch if delete else lib().bpf_map_lookup_batch)
     chunk = max(1, min(max_entries, 4096))
-    keys, values = (key_type * chunk)(), (value_type * chunk)()
+    keys = ctypes.create_string_buffer(key_size * chunk)
+    values = ctypes.create_string_buffer(value_size * chunk)
     token, out_token = c_uint64(), c_uint64()
     opts = BatchOpts(sz=ctypes.sizeof(BatchOpts))
-    result, first = [], True
+    key_parts, value_parts, first = [], [], True
     while True:
         count = c_uint32(chunk)
         ret = call(fd, None if first else ctypes.byref(token), ctypes.byref(out_token),
@@ -363,16 +376,11 @@ def read_batch(fd: int, key_type, value_type, max_entries: int, delete: bool = F
         err = ctypes.get_errno() if ret < 0 else 0
         if ret < 0 and err != errno.ENOENT:
             raise LibbpfError("bpf_map_lookup_batch", err or -ret)
-        result.extend(_copy_out(keys, values, key_type, value_type, count.value))
+        key_parts.append(ctypes.string_at(keys, count.value * key_size))
+        value_parts.append(ctypes.string_at(values, count.value * value_size))
         if ret < 0:  # ENOENT: no more elements
-            return result
+            return b"".join(key_parts), b"".join(value_parts)
         token.value, first = out_token.value, False
-
-
-def _copy_out(keys, values, key_type, value_type, count: int):
-    key_size, value_size = ctypes.sizeof(key_type), ctypes.sizeof(value_type)
-    return [(key_type.from_buffer_copy(keys, i * key_size),
-             value_type.from_buffer_copy(values, i * value_size)) for i in range(count)]
 
 
 def read_array(fd: int, value_type, count: int) -> list:

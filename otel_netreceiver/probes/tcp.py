@@ -78,37 +78,48 @@ def decode_key(raw: abi.FlowKey, workloads: dict[bytes, Workload] | None = None)
     )
 
 
-def _histogram(buckets: list[int], sum_ns: int, count: int, bounds: tuple[float, ...]) -> Histogram:
-    """A kernel histogram (ns) in seconds; buckets past len(bounds) fold into overflow."""
-    counts = buckets[:len(bounds)]
-    counts.append(sum(buckets[len(bounds):]))
-    return Histogram(bounds=bounds, counts=counts, sum=sum_ns / 1e9, count=count)
-
-
 # struct nr_flow_stats in one unpack (reading ctypes fields one by one costs ~20 µs a
 # key): every field is 8 bytes; tests/unit/test_abi.py checks the size against the mirror.
 _HIST_WORDS = abi.HIST_BUCKETS + 2
 FLOW_STATS = struct.Struct(f"<QQq{abi.FAIL_MAX}Q5q2Q{_HIST_WORDS}Q{_HIST_WORDS}Q")
+KEY_SIZE = ctypes.sizeof(abi.FlowKey)
 _REASONS = [_FAILURES[abi.Failure(i)] for i in range(abi.FAIL_MAX)]
+_FAIL_END = 3 + abi.FAIL_MAX
+_DURATION = _FAIL_END + 7          # first word of the duration histogram
+_RTT = _DURATION + _HIST_WORDS     # first word of the rtt histogram
+_NO_FAILURES_WORDS = (0,) * abi.FAIL_MAX
+# the `failed` of every decoded delta without failures: shared, so never to be changed
+# (FlowTable.add_tcp copies before adding; stats are never modified once made)
+_NO_FAILURES = dict.fromkeys(_REASONS, 0)
 
 
 def decode_stats(raw: abi.FlowStats, settings: TcpSettings) -> TcpStats:
     """The kernel's struct nr_flow_stats (one interval's deltas) as TcpStats; a histogram
     without samples in the interval is None."""
-    v = FLOW_STATS.unpack(bytes(raw))
-    fail_end = 3 + abi.FAIL_MAX
-    duration, rtt = fail_end + 7, fail_end + 7 + _HIST_WORDS
+    return stats_from_words(FLOW_STATS.unpack(bytes(raw)), settings.duration_bounds,
+                            settings.rtt_bounds)
+
+
+def stats_from_words(v: tuple[int, ...], duration_bounds: tuple[float, ...],
+                     rtt_bounds: tuple[float, ...]) -> TcpStats:
+    """decode_stats from the FLOW_STATS words of one entry."""
+    failed = v[3:_FAIL_END]
     return TcpStats(
-        opened=v[0], closed=v[1], active=v[2],
-        failed=dict(zip(_REASONS, v[3:fail_end])),
-        bytes_sent=v[fail_end], bytes_received=v[fail_end + 1],
-        packets_sent=v[fail_end + 2], packets_received=v[fail_end + 3],
-        retransmits=v[fail_end + 4], resets_sent=v[fail_end + 5], resets_received=v[fail_end + 6],
-        duration=_histogram(list(v[duration:duration + abi.HIST_BUCKETS]), v[rtt - 2], v[rtt - 1],
-                            settings.duration_bounds) if v[rtt - 1] else None,
-        rtt=_histogram(list(v[rtt:rtt + abi.HIST_BUCKETS]), v[-2], v[-1], settings.rtt_bounds)
-        if v[-1] else None,
-    )
+        v[0], v[1], v[2],
+        _NO_FAILURES if failed == _NO_FAILURES_WORDS else dict(zip(_REASONS, failed)),
+        v[_FAIL_END], v[_FAIL_END + 1], v[_FAIL_END + 2], v[_FAIL_END + 3], v[_FAIL_END + 4],
+        v[_FAIL_END + 5], v[_FAIL_END + 6],
+        _histogram(v, _DURATION, duration_bounds) if v[_RTT - 1] else None,
+        _histogram(v, _RTT, rtt_bounds) if v[_RTT + _HIST_WORDS - 1] else None)
+
+
+def _histogram(v: tuple[int, ...], first: int, bounds: tuple[float, ...]) -> Histogram:
+    """The kernel histogram (ns) whose words start at v[first], in seconds; buckets past
+    len(bounds) fold into the overflow bucket."""
+    edge, end = first + len(bounds), first + abi.HIST_BUCKETS
+    counts = list(v[first:edge])
+    counts.append(sum(v[edge:end]))
+    return Histogram(bounds, counts, v[end] / 1e9, v[end + 1])
 
 
 class TcpCollector:
@@ -193,27 +204,29 @@ class TcpCollector:
         """Swap the aggregate map the programs write, then read and empty the old one."""
         old = self._inner[self._slot]
         self._set_slot(1 - self._slot)
-        entries = libbpf.read_batch(old.fd, abi.FlowKey, abi.FlowStats, old.max_entries,
-                                    delete=True)
-        self.drained_last = len(entries)
-        deltas: dict[FlowKey, TcpStats] = {}
-        for raw_key, raw_stats in entries:
-            key, stats = self._decode_key(raw_key), decode_stats(raw_stats, self.settings)
-            if key in deltas:  # distinct kernel keys can decode alike (e.g. comm bytes)
-                deltas[key] = add_tcp(deltas[key], stats)
-            else:
-                deltas[key] = stats
+        keys, values = libbpf.read_batch_bytes(old.fd, KEY_SIZE, FLOW_STATS.size,
+                                               old.max_entries, delete=True)
+        self.drained_last = len(keys) // KEY_SIZE
+        bounds = self.settings.duration_bounds, self.settings.rtt_bounds
+        decode, deltas = self._decode_key, {}
+        for start, words in zip(range(0, len(keys), KEY_SIZE), FLOW_STATS.iter_unpack(values)):
+            stats = stats_from_words(words, *bounds)
+            key = decode(keys[start:start + KEY_SIZE])
+            known = deltas.setdefault(key, stats)
+            if known is not stats:  # distinct kernel keys can decode alike (e.g. comm bytes)
+                deltas[key] = add_tcp(known, stats)
         return deltas
 
-    def _decode_key(self, raw: abi.FlowKey) -> FlowKey:
-        """decode_key, remembered by the key's bytes: active keys come back every interval."""
-        data = bytes(raw)
+    def _decode_key(self, data: bytes) -> FlowKey:
+        """decode_key of a struct nr_flow_key's bytes, remembered by them: active keys
+        come back every interval."""
         key = self._keys.get(data)
         if key is None:
             if len(self._keys) >= 2 * self.settings.flows_max:
                 self._keys.clear()
                 self._workloads.clear()
-            key = self._keys[data] = decode_key(raw, self._workloads)
+            key = self._keys[data] = decode_key(abi.FlowKey.from_buffer_copy(data),
+                                                self._workloads)
         return key
 
     def _set_slot(self, slot: int) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import struct
+
 import pytest
 
 from otel_netreceiver.probes import libbpf
@@ -37,3 +42,41 @@ def test_check_raises_with_call_and_errno():
     with pytest.raises(libbpf.LibbpfError, match="bpf_map_update_elem: No such file"):
         libbpf.check("bpf_map_update_elem", -2)
     assert libbpf.check("ok", 3) == 3
+
+
+@contextlib.contextmanager
+def _hash_map(entries: dict[int, tuple[int, int]], max_entries: int):
+    """A fresh BPF hash map (u64 key -> two u64) holding `entries`; closed afterwards."""
+    fd = libbpf.check("bpf_map_create", libbpf.lib().bpf_map_create(
+        libbpf.BPF_MAP_TYPE_HASH, b"nrc3_batch", 8, 16, max_entries, None))
+    try:
+        for key, (low, high) in entries.items():
+            libbpf.update(fd, ctypes.c_uint64(key), (ctypes.c_uint64 * 2)(low, high))
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _pairs(keys: bytes, values: bytes) -> dict[int, tuple[int, int]]:
+    return {key: value for (key,), value in zip(struct.iter_unpack("<Q", keys),
+                                                 struct.iter_unpack("<QQ", values))}
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("count", [0, 1, 4096, 4500])  # reads go in chunks of 4096
+def test_read_batch_bytes_reads_then_drains_every_entry(count):
+    entries = {7 * i + 1: (i, 1_000_000_007 * i) for i in range(count)}
+    with _hash_map(entries, max_entries=5000) as fd:
+        keys, values = libbpf.read_batch_bytes(fd, 8, 16, 5000)
+        assert (len(keys), len(values)) == (8 * count, 16 * count)
+        assert _pairs(keys, values) == entries
+        assert _pairs(*libbpf.read_batch_bytes(fd, 8, 16, 5000, delete=True)) == entries
+        assert libbpf.read_batch_bytes(fd, 8, 16, 5000) == (b"", b"")
+
+
+@pytest.mark.kernel
+def test_read_batch_gives_ctypes_pairs():
+    entries = {3: (4, 5), 2**64 - 1: (0, 2**64 - 1)}
+    with _hash_map(entries, max_entries=16) as fd:
+        pairs = libbpf.read_batch(fd, ctypes.c_uint64, ctypes.c_uint64 * 2, 16)
+    assert {key.value: tuple(value) for key, value in pairs} == entries
