@@ -12,8 +12,10 @@ each interval; at 10k series that is seconds of CPU and hundreds of MiB. Here:
   batch's time field (the same for every point);
 * a metric's pieces are kept on its MetricData (`_data_points`): when the builder hands
   out that MetricData again (nothing changed) or a renewed copy (some points replaced in
-  place), only the replaced points are gathered again; each request's slice of the
-  pieces gets the time by one slice assignment and is joined once;
+  place), only the replaced points are gathered again. Where a request puts the time,
+  the kept pieces hold the point's encoded size (an int), so a request's slice knows its
+  size without a len() per piece; the slice gets the time by one slice assignment;
+* the pieces are nested, never joined per metric: each request is joined once;
 * requests of at most `max_points` points are encoded one at a time.
 
 Field numbers are those of opentelemetry/proto/{metrics,common,resource}/v1/*.proto and
@@ -25,8 +27,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain, repeat
-from operator import attrgetter
+from itertools import chain
 from typing import Iterator
 
 from otel_netreceiver.flows.model import Histogram
@@ -42,8 +43,7 @@ _GAUGE, _SUM, _HISTOGRAM = 0x2A, 0x3A, 0x4A  # Metric data oneof
 _NUMBER_POINT = struct.Struct("<BQBq").pack
 _DOUBLE_POINT = struct.Struct("<BQBd").pack
 _HISTOGRAM_HEAD = struct.Struct("<BQBQBd").pack  # start, count (0x21), sum (0x29)
-_ATTRIBUTES, _EXTRA = attrgetter("attributes"), attrgetter("extra")
-_NO_TIME = b""  # a kept piece where each request puts its batch's time field
+_NUMBER_OWN = 27  # a NumberDataPoint's start, value and time fields: 3 x (tag + 8 bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +67,9 @@ def requests(batch: Batch, max_points: int) -> Iterator[EncodedRequest]:
             # The time goes into this request's copy of the pieces, never into the kept ones:
             # an abandoned export still encoding an older batch cannot mix its time in.
             chunk = parts[4 * done:4 * (done + take)]
+            size = sum(chunk[3::4])
             chunk[3::4] = [time_field] * take
-            pending.add(resource.attributes, scope.name, scope.version, _metric(metric, chunk), take)
+            pending.add(resource.attributes, scope.name, scope.version, _metric(metric, chunk, size), take)
             done += take
             if pending.points >= max_points:
                 yield pending.encode()
@@ -78,24 +79,28 @@ def requests(batch: Batch, max_points: int) -> Iterator[EncodedRequest]:
 
 
 class _Message:
-    """A message as pieces and their total size: nesting adds a tag and a length in front,
-    never copies the body (a request is joined once, at the end)."""
+    """A message as lists of pieces and their total size: nesting adds a tag and a length
+    in front, never copies the body nor its list of pieces (a request is joined once, at
+    the end)."""
 
-    __slots__ = ("parts", "size")
+    __slots__ = ("lists", "size")
 
     def __init__(self, *parts: bytes) -> None:
-        self.parts = list(parts)
+        self.lists = [list(parts)]
         self.size = sum(map(len, parts))
 
     def add(self, *parts: bytes) -> None:
-        self.parts.extend(parts)
+        self.lists.append(parts)
         self.size += sum(map(len, parts))
 
     def nest(self, tag: int, inner: "_Message") -> None:
         """Append `inner` as field `tag`."""
         self.add(bytes([tag]) + _varint(inner.size))
-        self.parts.extend(inner.parts)
+        self.lists.extend(inner.lists)
         self.size += inner.size
+
+    def join(self) -> bytes:
+        return b"".join(chain.from_iterable(self.lists))
 
 
 class _Request:
@@ -124,13 +129,14 @@ class _Request:
                     scope_metrics.nest(0x12, metric)
                 resource_metrics.nest(0x12, scope_metrics)
             request.nest(_LEN1, resource_metrics)
-        return EncodedRequest(b"".join(request.parts), self.points)
+        return EncodedRequest(request.join(), self.points)
 
 
-def _metric(metric: MetricData, parts: list[bytes]) -> _Message:
-    """A Metric message holding the data points whose pieces are `parts`."""
+def _metric(metric: MetricData, parts: list[bytes], size: int) -> _Message:
+    """A Metric message holding the data points whose pieces are `parts` (`size` bytes)."""
     definition = metric.definition
-    data = _Message(b"".join(parts))
+    data = _Message()
+    data.lists[0], data.size = parts, size
     message = _Message(_metric_head(definition))
     if definition.kind == "gauge":
         message.nest(_GAUGE, data)
@@ -142,50 +148,69 @@ def _metric(metric: MetricData, parts: list[bytes]) -> _Message:
     return message
 
 
-def _data_points(metric: MetricData) -> list[bytes]:
+def _data_points(metric: MetricData) -> list:
     """The metric's repeated `data_points` as four pieces a point: its cached own fields, its
-    attribute sets' cached KeyValues and an empty piece where a request puts the time.
+    attribute sets' cached KeyValues and, where a request puts the time, the point's size.
 
     Kept on the MetricData: when the builder hands it out again, only the points it
-    replaced are gathered again.
+    replaced are gathered again (all in one go, then put in place range by range).
     """
-    if metric.definition.kind == "histogram":
-        encode, attributes_field = _histogram_point, "as_histogram"
-    else:
-        encode = _int_point if metric.definition.value_type == "int" else _double_point
-        attributes_field = "as_number"
-    parts, stale, count = metric.parts, metric.stale, len(metric.points)
-    if parts is None or len(parts) != 4 * count:
+    parts, stale, points = metric.parts, metric.stale, metric.points
+    if parts is None or len(parts) != 4 * len(points):
         # new, or its points were not only replaced (MetricData.replace drops the pieces
         # when many were): gathered anew
-        parts = metric.parts = _pieces(metric.points, encode, attributes_field)
-    else:
+        parts = metric.parts = _pieces(metric.definition, points)
+    elif stale:
+        fresh = _pieces(metric.definition, [p for start, stop in stale for p in points[start:stop]])
+        at = 0
         for start, stop in stale:
-            parts[4 * start:4 * stop] = _pieces(metric.points[start:stop], encode, attributes_field)
+            end = at + 4 * (stop - start)
+            parts[4 * start:4 * stop] = fresh[at:end]
+            at = end
     metric.stale = []
     return parts
 
 
-def _pieces(points: list[Point], encode, attributes_field: str) -> list[bytes]:
-    """Per point: own fields, attributes, extra attributes, a place for the time (gathered
-    column by column: fewer Python steps)."""
-    owns = [p.encoded or encode(p) for p in points]
-    field = attrgetter(attributes_field)
-    attributes = map(field, map(_ATTRIBUTES, points))
-    extras = map(field, map(_EXTRA, points))
-    return list(chain.from_iterable(zip(owns, attributes, extras, repeat(_NO_TIME, len(points)))))
+def _pieces(definition: MetricDef, points: list[Point]) -> list:
+    """Per point: own fields, attributes, extra attributes and the point's size."""
+    if definition.kind == "histogram":
+        return _histogram_pieces(points)
+    if definition.value_type == "int":
+        return _number_pieces(points, _NUMBER_POINT, _AS_INT)
+    return _number_pieces(points, _DOUBLE_POINT, _AS_DOUBLE)
+
+
+def _number_pieces(points: list[Point], pack, value_tag: int) -> list:
+    """`_pieces` of NumberDataPoints, in one loop (the all-changed interval's hot path)."""
+    out: list = []
+    add, heads = out.extend, _HEADS
+    for point in points:
+        attributes, extra = point.attributes, point.extra
+        mine, theirs = attributes.as_number, extra.as_number
+        if mine is None:
+            mine = attributes.as_number = _tagged(attributes, _NUMBER_ATTRS)
+        if theirs is None:
+            theirs = extra.as_number = _tagged(extra, _NUMBER_ATTRS)
+        size = _NUMBER_OWN + len(mine) + len(theirs)
+        head = heads[size]
+        own = point.encoded
+        if own is None:
+            own = point.encoded = head + pack(_START, point.start_ns, value_tag, point.value)
+        add((own, mine, theirs, len(head) + size))
+    return out
+
+
+def _histogram_pieces(points: list[Point]) -> list:
+    """`_pieces` of HistogramDataPoints."""
+    out: list = []
+    for point in points:
+        own = point.encoded or _histogram_point(point)
+        mine, theirs = point.attributes.as_histogram, point.extra.as_histogram
+        out.extend((own, mine, theirs, len(own) + len(mine) + len(theirs) + 9))
+    return out
 
 
 # -- data points: tag, length and the point's own fields, kept on the Point ---------------------
-
-def _int_point(point: Point) -> bytes:
-    return _point(point, _NUMBER_POINT(_START, point.start_ns, _AS_INT, point.value), _number_attributes(point))
-
-
-def _double_point(point: Point) -> bytes:
-    return _point(point, _DOUBLE_POINT(_START, point.start_ns, _AS_DOUBLE, point.value),
-                  _number_attributes(point))
-
 
 def _histogram_point(point: Point) -> bytes:
     value: Histogram = point.value
@@ -199,27 +224,21 @@ def _histogram_point(point: Point) -> bytes:
     return _point(point, own, attributes_size)
 
 
-def _number_attributes(point: Point) -> int:
-    """Encode the point's attribute sets if new; their size."""
-    attributes, extra = point.attributes.as_number, point.extra.as_number
-    if attributes is None:
-        attributes = point.attributes.as_number = _tagged(point.attributes, _NUMBER_ATTRS)
-    if extra is None:
-        extra = point.extra.as_number = _tagged(point.extra, _NUMBER_ATTRS)
-    return len(attributes) + len(extra)
-
-
 def _point(point: Point, own: bytes, attributes_size: int) -> bytes:
     """`data_points` tag and length, then the point's own fields (attributes and time follow)."""
-    size = len(own) + attributes_size + 9
-    head = _HEADS.get(size)
-    if head is None:
-        head = _HEADS[size] = bytes([_LEN1]) + _varint(size)
-    point.encoded = head + own
+    point.encoded = _HEADS[len(own) + attributes_size + 9] + own
     return point.encoded
 
 
-_HEADS: dict[int, bytes] = {}  # data point tag and length, by length (a few hundred distinct)
+class _Heads(dict):
+    """A data point's tag and length, by length (a few hundred distinct lengths)."""
+
+    def __missing__(self, size: int) -> bytes:
+        head = self[size] = bytes([_LEN1]) + _varint(size)
+        return head
+
+
+_HEADS = _Heads()
 
 
 def _packed_counts(counts: list[int]) -> bytes:
