@@ -11,6 +11,10 @@ without copies, and an unchanged series is the same object in successive snapsho
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from .model import FailureReason, FlowKey, Histogram, Series, Snapshot, TcpStats
 
 
@@ -41,7 +45,7 @@ def add_histogram(total: Histogram | None, delta: Histogram | None) -> Histogram
         return delta
     if delta.bounds != total.bounds:
         raise ValueError("cannot add histograms with different bounds")
-    return Histogram(total.bounds, [a + b for a, b in zip(total.counts, delta.counts)],
+    return Histogram(total.bounds, list(map(operator.add, total.counts, delta.counts)),
                      total.sum + delta.sum, total.count + delta.count)
 
 
@@ -66,14 +70,19 @@ class FlowTable:
     def __len__(self) -> int:
         return len(self._series)
 
-    def apply(self, deltas: dict[FlowKey, TcpStats], now_ns: int) -> None:
-        """Add one interval's deltas, then evict keys idle for `idle_intervals` intervals."""
+    def apply(self, deltas: Mapping[FlowKey, Any], now_ns: int,
+              add: Callable[[TcpStats, Any], TcpStats] = add_tcp) -> None:
+        """Add one interval's deltas, then evict keys idle for `idle_intervals` intervals.
+
+        The deltas are TcpStats, or what `add(total, delta)` adds to a total (the TCP
+        collector's are the kernel's words).
+        """
         self._applied += 1
         series, empty = self._series, self._empty
         for key, delta in deltas.items():
             old = series.get(key)
-            series[key] = (Series(now_ns, add_tcp(empty, delta)) if old is None
-                           else Series(old.start_ns, add_tcp(old.stats, delta)))
+            series[key] = (Series(now_ns, add(empty, delta)) if old is None
+                           else Series(old.start_ns, add(old.stats, delta)))
         self._changed.update(dict.fromkeys(deltas, self._applied))
         self._evict()
 

@@ -13,7 +13,9 @@ Run `python -m otel_netreceiver.probes.tcp --seconds N` to print what it sees.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
+import operator
 import os
 import struct
 import time
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 
 from ..flows.model import (Direction, FailureReason, Family, FlowKey, Histogram, Snapshot,
                            TcpStats, Transport, Workload)
-from ..flows.table import FlowTable, add_tcp
+from ..flows.table import FlowTable
 from . import abi, libbpf, netns
 from .loader import Loader, ProbeError, object_path
 
@@ -89,7 +91,7 @@ _DURATION = _FAIL_END + 7          # first word of the duration histogram
 _RTT = _DURATION + _HIST_WORDS     # first word of the rtt histogram
 _NO_FAILURES_WORDS = (0,) * abi.FAIL_MAX
 # the `failed` of every decoded delta without failures: shared, so never to be changed
-# (FlowTable.add_tcp copies before adding; stats are never modified once made)
+# (add_tcp and add_words copy it before adding; stats are never changed once made)
 _NO_FAILURES = dict.fromkeys(_REASONS, 0)
 
 
@@ -122,6 +124,46 @@ def _histogram(v: tuple[int, ...], first: int, bounds: tuple[float, ...]) -> His
     return Histogram(bounds, counts, v[end] / 1e9, v[end + 1])
 
 
+def add_words(bounds: tuple[tuple[float, ...], tuple[float, ...]], total: TcpStats,
+              v: tuple[int, ...]) -> TcpStats:
+    """`total` plus one entry's FLOW_STATS words, given (duration, rtt) bounds: equal to
+    add_tcp(total, stats_from_words(v, *bounds)) without making the delta's TcpStats.
+
+    Like add_tcp it changes nothing and shares what the words leave as it was.
+    """
+    failed, f = v[3:_FAIL_END], _FAIL_END
+    return TcpStats(
+        total.opened + v[0], total.closed + v[1], total.active + v[2],
+        total.failed if failed == _NO_FAILURES_WORDS else _add_failed(total.failed, failed),
+        total.bytes_sent + v[f], total.bytes_received + v[f + 1], total.packets_sent + v[f + 2],
+        total.packets_received + v[f + 3], total.retransmits + v[f + 4],
+        total.resets_sent + v[f + 5], total.resets_received + v[f + 6],
+        _add_histogram(total.duration, v, _DURATION, bounds[0]) if v[_RTT - 1]
+        else total.duration,
+        _add_histogram(total.rtt, v, _RTT, bounds[1]) if v[_RTT + _HIST_WORDS - 1]
+        else total.rtt)
+
+
+def _add_failed(total: dict[FailureReason, int], words: tuple[int, ...]) -> dict:
+    failed = dict(total)
+    for reason, count in zip(_REASONS, words):
+        failed[reason] = failed.get(reason, 0) + count
+    return failed
+
+
+def _add_histogram(total: Histogram | None, v: tuple[int, ...], first: int,
+                   bounds: tuple[float, ...]) -> Histogram:
+    """`total` plus the kernel histogram whose words start at v[first] (see _histogram)."""
+    if total is None:
+        return _histogram(v, first, bounds)
+    if total.bounds is not bounds and total.bounds != bounds:
+        raise ValueError("cannot add histograms with different bounds")
+    edge, end = first + len(bounds), first + abi.HIST_BUCKETS
+    counts = list(map(operator.add, total.counts, v[first:edge]))
+    counts.append(total.counts[-1] + sum(v[edge:end]))
+    return Histogram(total.bounds, counts, total.sum + v[end] / 1e9, total.count + v[end + 1])
+
+
 class TcpCollector:
     """The TCP collector (implements probes.Collector)."""
 
@@ -139,6 +181,8 @@ class TcpCollector:
         self._slot = 0
         self.drained_last = 0
         self._ncpus = libbpf.possible_cpus()
+        self._add_words = functools.partial(add_words, (self.settings.duration_bounds,
+                                                        self.settings.rtt_bounds))
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -176,7 +220,7 @@ class TcpCollector:
         """Flush live connections, swap and drain the aggregates, fill the snapshot."""
         self.flush_live()
         deltas = self.drain()
-        self.table.apply(deltas, self.clock())
+        self.table.apply(deltas, self.clock(), self._add_words)
         self.table.fill(snapshot)
         snapshot.losses.update(self.losses())
         snapshot.gauges.update(self.gauges())
@@ -200,21 +244,23 @@ class TcpCollector:
             except OSError as err:  # namespace gone meanwhile: nothing left to flush
                 log.debug("skipping network namespace %s: %s", path, err)
 
-    def drain(self) -> dict[FlowKey, TcpStats]:
-        """Swap the aggregate map the programs write, then read and empty the old one."""
+    def drain(self) -> dict[FlowKey, tuple[int, ...]]:
+        """Swap the aggregate map the programs write, then read and empty the old one.
+
+        The deltas stay the kernel's FLOW_STATS words (stats_from_words decodes them,
+        add_words adds them to a total): no TcpStats is made for a delta.
+        """
         old = self._inner[self._slot]
         self._set_slot(1 - self._slot)
         keys, values = libbpf.read_batch_bytes(old.fd, KEY_SIZE, FLOW_STATS.size,
                                                old.max_entries, delete=True)
         self.drained_last = len(keys) // KEY_SIZE
-        bounds = self.settings.duration_bounds, self.settings.rtt_bounds
         decode, deltas = self._decode_key, {}
         for start, words in zip(range(0, len(keys), KEY_SIZE), FLOW_STATS.iter_unpack(values)):
-            stats = stats_from_words(words, *bounds)
             key = decode(keys[start:start + KEY_SIZE])
-            known = deltas.setdefault(key, stats)
-            if known is not stats:  # distinct kernel keys can decode alike (e.g. comm bytes)
-                deltas[key] = add_tcp(known, stats)
+            known = deltas.setdefault(key, words)
+            if known is not words:  # distinct kernel keys can decode alike (e.g. comm bytes)
+                deltas[key] = tuple(map(operator.add, known, words))
         return deltas
 
     def _decode_key(self, data: bytes) -> FlowKey:

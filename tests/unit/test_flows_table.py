@@ -119,3 +119,17 @@ def test_add_tcp_changes_neither_input_and_shares_what_did_not_change():
 def test_histograms_with_other_bounds_are_refused():
     with pytest.raises(ValueError, match="different bounds"):
         add_tcp(empty_tcp(DURATION, RTT), TcpStats(rtt=Histogram((0.5,), [1, 0], 0.1, 1)))
+
+
+def test_apply_adds_deltas_of_any_form_with_the_given_add():
+    def add_opened(total: TcpStats, opened: int) -> TcpStats:
+        return dataclasses.replace(total, opened=total.opened + opened)
+
+    table = FlowTable(DURATION, RTT)
+    table.apply({key(port=1): 2, key(port=2): 5}, now_ns=10, add=add_opened)
+    table.apply({key(port=1): 3}, now_ns=20, add=add_opened)
+    snap = Snapshot(time_ns=20)
+    table.fill(snap)
+    assert {k.server_port: (s.start_ns, s.stats.opened) for k, s in snap.tcp.items()} == {
+        1: (10, 5), 2: (10, 5)}
+    assert snap.tcp[key(port=2)].stats.duration == Histogram.empty(DURATION)  # from the empty total

@@ -1,14 +1,16 @@
-"""TcpCollector.drain: the drained map's bytes become one TcpStats delta per flow key."""
+"""TcpCollector.drain: the drained map's bytes become one delta (the kernel's words) per
+flow key; add_words adds such words to a total exactly as add_tcp adds decoded stats."""
 
 from __future__ import annotations
 
 import ctypes
+import functools
 from dataclasses import dataclass
 
 import pytest
 
-from otel_netreceiver.flows.model import FailureReason, Histogram
-from otel_netreceiver.flows.table import add_tcp
+from otel_netreceiver.flows.model import FailureReason, Histogram, Series, Snapshot, TcpStats
+from otel_netreceiver.flows.table import FlowTable, add_tcp, empty_tcp
 from otel_netreceiver.probes import abi, libbpf, tcp
 
 
@@ -67,12 +69,18 @@ def test_empty_map_gives_no_deltas(drained):
     assert drained([]) == {}
 
 
+def decoded(deltas: dict) -> dict:
+    settings = tcp.TcpSettings()
+    return {key: tcp.stats_from_words(words, settings.duration_bounds, settings.rtt_bounds)
+            for key, words in deltas.items()}
+
+
 def test_each_entry_is_decoded_like_decode_key_and_decode_stats(drained):
     settings = tcp.TcpSettings()
     entries = [(raw_key(80), raw_stats(3)), (raw_key(443), raw_stats(5, failures=True, rtt=True)),
                (raw_key(8080, b"nginx"), raw_stats(0, rtt=True))]
     expected = {tcp.decode_key(key): tcp.decode_stats(stats, settings) for key, stats in entries}
-    deltas = drained(entries)
+    deltas = decoded(drained(entries))
     assert deltas == expected and len(deltas) == 3
     refused = deltas[tcp.decode_key(raw_key(443))].failed
     assert refused[FailureReason.REFUSED] == 5 and refused[FailureReason.OTHER] == 1
@@ -85,8 +93,70 @@ def test_kernel_keys_that_decode_alike_are_added(drained):
     # the comm bytes after the terminating NUL differ: one FlowKey, two kernel keys
     one, two = raw_key(80, b"curl"), raw_key(80, b"curl\0xy")
     first, second = raw_stats(2), raw_stats(4, failures=True, rtt=True)
-    deltas = drained([(one, first), (two, second)])
+    deltas = decoded(drained([(one, first), (two, second)]))
     assert deltas == {tcp.decode_key(one): add_tcp(tcp.decode_stats(first, settings),
                                                    tcp.decode_stats(second, settings))}
     assert deltas[tcp.decode_key(one)].failed[FailureReason.REFUSED] == 4
-    assert set(tcp._NO_FAILURES.values()) == {0}  # the shared no-failures dict stays zero
+
+
+def words(stats: abi.FlowStats) -> tuple[int, ...]:
+    return tcp.FLOW_STATS.unpack(bytes(stats))
+
+
+SETTINGS = tcp.TcpSettings()
+BOUNDS = (SETTINGS.duration_bounds, SETTINGS.rtt_bounds)
+HISTORY = [raw_stats(9, failures=True, rtt=True), raw_stats(1, rtt=True), raw_stats(2)]
+
+
+def with_duration(stats: abi.FlowStats) -> abi.FlowStats:
+    stats.duration.buckets[0], stats.duration.buckets[13], stats.duration.buckets[16] = 1, 2, 4
+    stats.duration.sum_ns, stats.duration.count = 123_456_789, 7
+    return stats
+
+
+@pytest.mark.parametrize("total", [
+    empty_tcp(*BOUNDS),                                   # a new key's total
+    TcpStats(),                                           # no histograms, no failure reasons
+    TcpStats(failed={FailureReason.RESET: 3}),            # some reasons only
+    tcp.decode_stats(HISTORY[0], SETTINGS),               # histograms with samples
+], ids=["empty", "bare", "one-reason", "history"])
+@pytest.mark.parametrize("entry", [
+    raw_stats(0), raw_stats(4), raw_stats(6, failures=True), raw_stats(3, rtt=True),
+    with_duration(raw_stats(5, failures=True, rtt=True)),
+    abi.FlowStats(active=-2, closed=2, bytes_tx=2**40),
+], ids=["zero", "counters", "failures", "rtt", "everything", "closing"])
+def test_add_words_equals_add_tcp_of_the_decoded_words(total, entry):
+    expected = add_tcp(total, tcp.decode_stats(entry, SETTINGS))
+    assert tcp.add_words(BOUNDS, total, words(entry)) == expected
+
+
+def test_add_words_shares_what_the_words_leave_as_it_was():
+    total = tcp.decode_stats(with_duration(raw_stats(9, failures=True, rtt=True)), SETTINGS)
+    result = tcp.add_words(BOUNDS, total, words(raw_stats(1)))
+    assert result.failed is total.failed and result.rtt is total.rtt
+    assert result.duration is total.duration and result.opened == total.opened + 1
+    changed = tcp.add_words(BOUNDS, total, words(raw_stats(1, failures=True, rtt=True)))
+    assert changed.failed is not total.failed and changed.rtt is not total.rtt
+    assert total == tcp.decode_stats(with_duration(raw_stats(9, failures=True, rtt=True)),
+                                     SETTINGS)  # the total itself is left as it was
+    assert set(tcp._NO_FAILURES.values()) == {0}
+
+
+def test_add_words_refuses_other_bounds():
+    total = empty_tcp((0.5,), SETTINGS.rtt_bounds)
+    with pytest.raises(ValueError, match="different bounds"):
+        tcp.add_words(BOUNDS, total, words(with_duration(raw_stats(1))))
+
+
+def test_collect_tables_the_drained_words(drained):
+    """What collect() does with drain's deltas: the table adds them with add_words."""
+    settings, collector_key = tcp.TcpSettings(), tcp.decode_key(raw_key(80))
+    table = FlowTable(*BOUNDS)
+    for entry in HISTORY:
+        table.apply(drained([(raw_key(80), entry)]), 5, functools.partial(tcp.add_words, BOUNDS))
+    snapshot = Snapshot(time_ns=9)
+    table.fill(snapshot)
+    expected = empty_tcp(*BOUNDS)
+    for entry in HISTORY:
+        expected = add_tcp(expected, tcp.decode_stats(entry, settings))
+    assert snapshot.tcp == {collector_key: Series(5, expected)}
