@@ -10,6 +10,7 @@ second time.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -73,24 +74,56 @@ def _http(config: ExporterConfig):
                                    client_certificate_file=config.tls.cert_file,
                                    headers=dict(config.headers), timeout=config.timeout_s,
                                    compression=Compression(config.compression),
-                                   session=_session() if config.tls.ca_file else None)
+                                   session=_session(config))
 
 
-def _session():
-    """A requests Session that keeps the configured CA.
+def _session(config: ExporterConfig):
+    """Ours, unless the SDK is to load one from a credential provider (and no ca_file is
+    configured: the configured CA wins, as it always has)."""
+    from opentelemetry.sdk import environment_variables as variables
 
-    requests replaces a session's `verify` with $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE when
-    those are set (a long-standing requests behaviour), which would silently ignore ca_file.
+    providers = (variables._OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER,
+                 variables._OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER)
+    if not config.tls.ca_file and any(os.environ.get(name) for name in providers):
+        return None
+    return _environment_once(pinned_ca=bool(config.tls.ca_file))
+
+
+def _environment_once(pinned_ca: bool):
+    """A requests Session that reads the environment once per URL, not once per request.
+
+    requests merges the environment's proxies ($HTTP(S)_PROXY, $NO_PROXY) and CA bundle
+    ($REQUESTS_CA_BUNDLE, $CURL_CA_BUNDLE) into every request: it decodes all of
+    os.environ twice a request, most of a small request's CPU. Here requests' own merge
+    runs once per URL and session settings, and its result is reused (the agent's
+    environment does not change while it runs; cloud enrichment only adds link-local
+    metadata hosts to $NO_PROXY, never an OTLP endpoint).
+
+    With `pinned_ca` (a configured ca_file), the session's `verify` wins: requests would
+    otherwise replace it with $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE (a long-standing
+    requests behaviour) and silently ignore ca_file.
     """
     import requests
 
-    class PinnedCa(requests.Session):
+    class EnvironmentOnce(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self._merged: dict[tuple, dict] = {}
+
         def merge_environment_settings(self, url, proxies, stream, verify, cert):
-            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
-            merged["verify"] = self.verify
+            if proxies or stream is not None or verify is not None or cert is not None:
+                merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            else:  # how the SDK calls it: nothing but the session's own settings
+                key = (url, self.trust_env, tuple(self.proxies.items()), self.stream, self.verify, self.cert)
+                kept = self._merged.get(key)
+                if kept is None:
+                    kept = self._merged[key] = super().merge_environment_settings(url, {}, None, None, None)
+                merged = dict(kept, proxies=dict(kept["proxies"]))
+            if pinned_ca:
+                merged["verify"] = self.verify
             return merged
 
-    return PinnedCa()
+    return EnvironmentOnce()
 
 
 def _read(path: str | None) -> bytes | None:

@@ -10,6 +10,7 @@ from otel_netreceiver.config import ExporterConfig, TlsSettings
 from otel_netreceiver.enrich.base import Enricher
 from otel_netreceiver.export import create
 from otel_netreceiver.export.debug import DebugExporter
+from otel_netreceiver.export import otlp
 from otel_netreceiver.export.otlp import MAX_POINTS_PER_REQUEST
 from otel_netreceiver.export.prometheus import metric_name
 from otel_netreceiver.flows.model import Series, Snapshot
@@ -70,6 +71,90 @@ def test_otlp_tls(data, tls_files, tmp_path, receiver_type, kind, client_cert, t
         exporter.shutdown()
         count = len(receiver.received.requests)
     assert (ok, count) == ((True, 1) if delivered else (False, 0))
+
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def _closed_endpoint() -> str:
+    with HttpReceiver() as receiver:
+        return receiver.endpoint + "/v1/metrics"
+
+
+@pytest.mark.parametrize("no_proxy, through_proxy", [(None, True), ("127.0.0.1", False), ("example.com", True)])
+def test_otlp_http_honours_the_environment_proxy(data, clean_environment, no_proxy, through_proxy):
+    """$HTTP_PROXY and $NO_PROXY as requests honours them: the 'proxy' is a receiver that
+    takes the request for a closed endpoint (a forward proxy gets the absolute URL)."""
+    endpoint = _closed_endpoint()
+    with HttpReceiver() as proxy:
+        clean_environment.setenv("HTTP_PROXY", proxy.endpoint)
+        if no_proxy:
+            clean_environment.setenv("NO_PROXY", no_proxy)
+        exporter = create(ExporterConfig("otlphttp", "otlphttp", endpoint=endpoint, timeout_s=2))
+        results = [exporter.export(data) for _ in range(2)]  # the second from the kept settings
+        exporter.shutdown()
+        paths = [headers["path"] for headers in proxy.received.headers]
+    assert (results, paths) == (([True] * 2, [endpoint] * 2) if through_proxy else ([False] * 2, []))
+
+
+@pytest.mark.parametrize("ca_file, bundle, delivered", [
+    (None, "trusted", True),      # no ca_file: $REQUESTS_CA_BUNDLE is the CA, as requests does
+    (None, "other", False),
+    ("trusted", "other", True),   # a configured ca_file wins over the environment
+    ("other", "trusted", False),
+])
+def test_otlp_http_ca_from_config_or_environment(data, tls_files, tmp_path, clean_environment, ca_file, bundle,
+                                                 delivered):
+    cas = {"trusted": tls_files.ca, "other": make_tls_files(tmp_path).ca}
+    clean_environment.setenv("REQUESTS_CA_BUNDLE", cas[bundle])
+    tls = TlsSettings(ca_file=cas.get(ca_file), cert_file=tls_files.client_cert, key_file=tls_files.client_key)
+    with HttpReceiver(tls_files) as receiver:
+        exporter = create(ExporterConfig("otlphttp", "otlphttp", endpoint=receiver.endpoint + "/v1/metrics",
+                                         tls=tls, timeout_s=2))
+        results = [exporter.export(data) for _ in range(2)]
+        exporter.shutdown()
+    assert results == [delivered] * 2
+
+
+@pytest.mark.parametrize("environment", [
+    {},
+    {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "localhost"},
+    {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "collector.example"},
+    {"https_proxy": "http://proxy:3128", "REQUESTS_CA_BUNDLE": "/etc/ca.pem"},
+    {"CURL_CA_BUNDLE": "/etc/curl.pem", "ALL_PROXY": "socks5://proxy:1080"},
+])
+def test_otlp_http_session_merges_the_environment_as_requests_does_once(clean_environment, environment):
+    import requests
+
+    url = "https://collector.example:4318/v1/metrics"
+    for name, value in environment.items():
+        clean_environment.setenv(name, value)
+    session = otlp._session(ExporterConfig("otlphttp", "otlphttp", endpoint=url))
+    session.verify, session.cert = True, ("client.pem", "client.key")  # as the SDK sets them
+    plain = requests.Session()
+    plain.verify, plain.cert = session.verify, session.cert
+    expected = plain.merge_environment_settings(url, {}, None, None, None)
+    assert session.merge_environment_settings(url, {}, None, None, None) == expected
+    clean_environment.setenv("HTTPS_PROXY", "http://changed:1")  # read once: not seen
+    assert session.merge_environment_settings(url, {}, None, None, None) == expected
+    session.verify = "/etc/other.pem"  # a session setting changed: merged anew
+    assert session.merge_environment_settings(url, {}, None, None, None)["verify"] == (
+        environment.get("REQUESTS_CA_BUNDLE") or environment.get("CURL_CA_BUNDLE") or "/etc/other.pem")
+
+
+def test_otlp_http_leaves_a_credential_provider_to_the_sdk(clean_environment):
+    clean_environment.setenv("OTEL_PYTHON_EXPORTER_OTLP_HTTP_METRICS_CREDENTIAL_PROVIDER", "mine")
+    assert otlp._session(ExporterConfig("otlphttp", "otlphttp")) is None
+    tls = TlsSettings(ca_file="ca.pem")
+    assert otlp._session(ExporterConfig("otlphttp", "otlphttp", tls=tls)) is not None
 
 
 def test_otlp_export_failure_returns_false(data):
