@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import socket
 from ctypes import Structure, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 from enum import IntEnum
 
@@ -180,11 +181,10 @@ SKB_MIRRORS = {
 
 
 def address_text(raw: bytes, family: int) -> str:
-    """A 16-byte address as text; IPv4 families are stored v4-mapped."""
-    address = ipaddress.IPv6Address(bytes(raw))
+    """A 16-byte address as text; IPv4 families are stored v4-mapped (the last 4 bytes)."""
     if family == Family.IPV4:
-        return str(address.ipv4_mapped or ipaddress.IPv4Address(bytes(raw)[12:]))
-    return str(address)
+        return socket.inet_ntop(socket.AF_INET, bytes(raw)[12:])
+    return str(ipaddress.IPv6Address(bytes(raw)))
 
 
 def comm_text(raw) -> str:

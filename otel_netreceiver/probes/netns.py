@@ -16,9 +16,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def list_netns(proc: Path = Path("/proc"), named: Path = Path("/run/netns")) -> list[str]:
-    """One path per distinct network namespace: processes' ns/net and `ip netns` names."""
+    """One path per distinct network namespace: processes' ns/net and `ip netns` names.
+
+    Runs every interval: plain os.listdir and os.stat, no pathlib glob (~6x the CPU).
+    """
     seen, result = set(), []
-    candidates = [*proc.glob("[0-9]*/ns/net"), *(named.iterdir() if named.is_dir() else [])]
+    candidates = [f"{proc}/{name}/ns/net" for name in os.listdir(proc) if name.isdigit()]
+    if named.is_dir():
+        candidates.extend(f"{named}/{name}" for name in os.listdir(named))
     for path in candidates:
         try:
             info = os.stat(path)
@@ -26,7 +31,7 @@ def list_netns(proc: Path = Path("/proc"), named: Path = Path("/run/netns")) -> 
             continue  # process exited, or not ours to see
         if (info.st_dev, info.st_ino) not in seen:
             seen.add((info.st_dev, info.st_ino))
-            result.append(str(path))
+            result.append(path)
     return result
 
 

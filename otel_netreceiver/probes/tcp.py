@@ -56,27 +56,35 @@ class TcpSettings:
         self.rtt_bounds = tuple(float(b) for b in self.rtt_bounds)
 
 
-def decode_key(raw: abi.FlowKey, workloads: dict[bytes, Workload] | None = None) -> FlowKey:
-    """The kernel's struct nr_flow_key as a model FlowKey.
+# struct nr_flow_key: identity (cgroup id, tgid, comm), peer, local, server port,
+# direction, transport, family; tests/unit/test_abi.py checks it against the mirror.
+FLOW_KEY = struct.Struct(f"<QI{abi.COMM_LEN}s4x{abi.ADDR_LEN}s{abi.ADDR_LEN}sHBBB3x")
+_IDENTITY_SIZE = ctypes.sizeof(abi.Identity)
+
+
+def decode_key(raw: abi.FlowKey | bytes, workloads: dict[bytes, Workload] | None = None) -> FlowKey:
+    """The kernel's struct nr_flow_key (the mirror or its bytes) as a model FlowKey.
 
     With `workloads` (identity bytes -> Workload), keys of one workload share one
     Workload object, so lookups by workload downstream stop at the identity test.
     """
-    identity = bytes(raw.id) if workloads is not None else b""
+    data = bytes(raw)
+    cgroup_id, tgid, comm, peer, local, port, direction, transport, family = FLOW_KEY.unpack(data)
+    identity = data[:_IDENTITY_SIZE]
     workload = workloads.get(identity) if workloads is not None else None
     if workload is None:
-        workload = Workload(raw.id.cgroup_id, raw.id.tgid, abi.comm_text(raw.id.comm))
+        workload = Workload(cgroup_id, tgid, abi.comm_text(comm))
         if workloads is not None:
             workloads[identity] = workload
-    incoming = raw.direction == abi.Direction.INCOMING
+    incoming = direction == abi.Direction.INCOMING
     return FlowKey(
         workload=workload,
-        transport=Transport.TCP if raw.transport == abi.Transport.TCP else Transport.UDP,
-        family=Family.IPV4 if raw.family == abi.Family.IPV4 else Family.IPV6,
+        transport=Transport.TCP if transport == abi.Transport.TCP else Transport.UDP,
+        family=Family.IPV4 if family == abi.Family.IPV4 else Family.IPV6,
         direction=Direction.INCOMING if incoming else Direction.OUTGOING,
-        peer_address=abi.address_text(raw.peer, raw.family),
-        server_port=raw.server_port,
-        local_address=abi.address_text(raw.local, raw.family) if incoming else "",
+        peer_address=abi.address_text(peer, family),
+        server_port=port,
+        local_address=abi.address_text(local, family) if incoming else "",
     )
 
 
@@ -84,7 +92,6 @@ def decode_key(raw: abi.FlowKey, workloads: dict[bytes, Workload] | None = None)
 # key): every field is 8 bytes; tests/unit/test_abi.py checks the size against the mirror.
 _HIST_WORDS = abi.HIST_BUCKETS + 2
 FLOW_STATS = struct.Struct(f"<QQq{abi.FAIL_MAX}Q5q2Q{_HIST_WORDS}Q{_HIST_WORDS}Q")
-KEY_SIZE = ctypes.sizeof(abi.FlowKey)
 _REASONS = [_FAILURES[abi.Failure(i)] for i in range(abi.FAIL_MAX)]
 _FAIL_END = 3 + abi.FAIL_MAX
 _DURATION = _FAIL_END + 7          # first word of the duration histogram
@@ -252,12 +259,13 @@ class TcpCollector:
         """
         old = self._inner[self._slot]
         self._set_slot(1 - self._slot)
-        keys, values = libbpf.read_batch_bytes(old.fd, KEY_SIZE, FLOW_STATS.size,
-                                               old.max_entries, delete=True)
-        self.drained_last = len(keys) // KEY_SIZE
+        size = FLOW_KEY.size
+        keys, values = libbpf.read_batch_bytes(old.fd, size, FLOW_STATS.size, old.max_entries,
+                                               delete=True)
+        self.drained_last = len(keys) // size
         decode, deltas = self._decode_key, {}
-        for start, words in zip(range(0, len(keys), KEY_SIZE), FLOW_STATS.iter_unpack(values)):
-            key = decode(keys[start:start + KEY_SIZE])
+        for start, words in zip(range(0, len(keys), size), FLOW_STATS.iter_unpack(values)):
+            key = decode(keys[start:start + size])
             known = deltas.setdefault(key, words)
             if known is not words:  # distinct kernel keys can decode alike (e.g. comm bytes)
                 deltas[key] = tuple(map(operator.add, known, words))
@@ -271,8 +279,7 @@ class TcpCollector:
             if len(self._keys) >= 2 * self.settings.flows_max:
                 self._keys.clear()
                 self._workloads.clear()
-            key = self._keys[data] = decode_key(abi.FlowKey.from_buffer_copy(data),
-                                                self._workloads)
+            key = self._keys[data] = decode_key(data, self._workloads)
         return key
 
     def _set_slot(self, slot: int) -> None:

@@ -10,7 +10,8 @@ import pytest
 from otel_netreceiver.flows.model import Direction, Family, FailureReason, Histogram, Transport
 from otel_netreceiver.probes import abi, libbpf
 from otel_netreceiver.probes.loader import OBJECTS_DIR
-from otel_netreceiver.probes.tcp import FLOW_STATS, TcpSettings, decode_key, decode_stats
+from otel_netreceiver.probes.tcp import (FLOW_KEY, FLOW_STATS, TcpSettings, decode_key,
+                                         decode_stats)
 
 OBJECT = OBJECTS_DIR / "tcp.bpf.o"
 
@@ -33,6 +34,8 @@ def test_mirror_matches_btf(tcp_object, struct_name):
 @pytest.mark.parametrize("raw, family, text", [
     (bytes(10) + b"\xff\xff" + bytes([198, 18, 0, 1]), abi.Family.IPV4, "198.18.0.1"),
     (bytes(12) + bytes([127, 0, 0, 1]), abi.Family.IPV4, "127.0.0.1"),
+    (bytes(range(1, 13)) + bytes([10, 0, 0, 255]), abi.Family.IPV4, "10.0.0.255"),
+    (bytes(10) + b"\xff\xff" + bytes([198, 18, 0, 1]), abi.Family.IPV6, "::ffff:c612:1"),
     (bytes.fromhex("20010db8000000000000000000000001"), abi.Family.IPV6, "2001:db8::1"),
     (bytes(15) + b"\x01", abi.Family.IPV6, "::1"),
 ])
@@ -130,6 +133,17 @@ def test_decode_stats_reads_every_field_in_place():
 
 def test_flow_stats_unpacks_the_whole_mirror():
     assert FLOW_STATS.size == ctypes.sizeof(abi.FlowStats)
+
+
+def test_flow_key_unpacks_every_field_of_the_mirror():
+    raw = raw_key(abi.Direction.INCOMING)
+    raw.id.comm[5:] = list(b"-worker\0x\0\0")
+    assert FLOW_KEY.size == ctypes.sizeof(abi.FlowKey)
+    assert FLOW_KEY.unpack(bytes(raw)) == (
+        raw.id.cgroup_id, raw.id.tgid, bytes(raw.id.comm), bytes(raw.peer), bytes(raw.local),
+        raw.server_port, raw.direction, raw.transport, raw.family)
+    assert decode_key(bytes(raw)) == decode_key(raw)
+    assert decode_key(raw).workload.comm == "nginx-worker"
 
 
 def test_keys_of_one_workload_share_one_workload_object():

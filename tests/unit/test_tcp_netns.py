@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from otel_netreceiver.probes import netns
 from otel_netreceiver.probes.netns import tcp_sockets_in_use
 
 SOCKSTAT = """sockets: used 9
@@ -33,3 +36,33 @@ def test_tcp_sockets_in_use_counts_v4_and_v6(tmp_path, v4, v6, expected):
     if v6 is not None:
         (tmp_path / "sockstat6").write_text(SOCKSTAT6.format(v6=v6))
     assert tcp_sockets_in_use(tmp_path) == expected
+
+
+def test_list_netns_gives_one_path_per_namespace(tmp_path):
+    """Processes sharing a namespace (one inode) give one path; `ip netns` names count."""
+    proc, named = tmp_path / "proc", tmp_path / "netns"
+    for pid in ("1", "20", "300", "4000"):
+        (proc / pid / "ns").mkdir(parents=True)
+    (proc / "self" / "ns").mkdir(parents=True)
+    (proc / "1" / "ns" / "net").write_text("")
+    (proc / "20" / "ns" / "net").hardlink_to(proc / "1" / "ns" / "net")  # the same namespace
+    (proc / "300" / "ns" / "net").write_text("")
+    (proc / "self" / "ns" / "net").write_text("")  # not a process directory: ignored
+    named.mkdir()
+    (named / "blue").hardlink_to(proc / "300" / "ns" / "net")
+    (named / "red").write_text("")                       # 4000: no ns/net (process gone)
+    paths = netns.list_netns(proc, named)
+    inodes = [os.stat(path).st_ino for path in paths]
+    assert len(paths) == 3 and paths[-1] == f"{named}/red"
+    assert sorted(inodes) == sorted(os.stat(path).st_ino for path in (
+        proc / "1" / "ns" / "net", proc / "300" / "ns" / "net", named / "red"))
+    assert paths[0] in (f"{proc}/1/ns/net", f"{proc}/20/ns/net", f"{proc}/300/ns/net")
+    assert netns.list_netns(proc, tmp_path / "absent") == paths[:2]
+
+
+@pytest.mark.kernel
+def test_list_netns_finds_our_own_namespace():
+    own = netns.current_netns()
+    found = [os.stat(path) for path in netns.list_netns()]
+    assert own in [(info.st_dev, info.st_ino) for info in found]
+    assert len(found) == len({(info.st_dev, info.st_ino) for info in found})
