@@ -48,6 +48,16 @@ class Workload:
     cgroup_id: int
     pid: int
     comm: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _keep_hash(self, (self.cgroup_id, self.pid, self.comm))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):
+        return Workload, (self.cgroup_id, self.pid, self.comm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,27 @@ class FlowKey:
     peer_address: str
     server_port: int
     local_address: str = ""
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _keep_hash(self, (self.workload, self.transport, self.family, self.direction,
+                          self.peer_address, self.server_port, self.local_address))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):  # the hash is this process's: unpickling computes it again
+        return FlowKey, (self.workload, self.transport, self.family, self.direction,
+                         self.peer_address, self.server_port, self.local_address)
+
+
+def _keep_hash(key, fields: tuple) -> None:
+    """Keys are hashed in several dicts per interval: hash their fields once.
+
+    (A frozen dataclass would hash every field again on each lookup, the enums among
+    them through a Python-level Enum.__hash__.)
+    """
+    object.__setattr__(key, "_hash", hash(fields))
 
 
 @dataclass(slots=True)
@@ -119,6 +150,16 @@ class DnsKey:
     question_name: str
     server_address: str
     error_type: str = ""  # lowercase rcode name when not NOERROR, else ""
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _keep_hash(self, (self.workload, self.question_name, self.server_address, self.error_type))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self):
+        return DnsKey, (self.workload, self.question_name, self.server_address, self.error_type)
 
 
 @dataclass(slots=True)
