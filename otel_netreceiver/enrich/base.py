@@ -8,6 +8,7 @@ to the host resource and every peer to its IP.
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import is_
 from typing import Protocol
 
 from otel_netreceiver.flows.model import (
@@ -84,7 +85,16 @@ def dns_attributes(key: DnsKey) -> Attributes:
 
 
 class Enricher:
-    """Turns a Snapshot into an EnrichedSnapshot: one pass, no state of its own."""
+    """Turns a Snapshot into an EnrichedSnapshot.
+
+    Everything is resolved again every snapshot (workloads, peers, names), but what comes
+    out the same is handed out as the same objects: a workload's resource and point
+    attributes are the last snapshot's while they are equal, and a flow key whose
+    resolvers all answered with the objects they answered last time gets last time's
+    attribute dict. So a snapshot costs a few lookups per key, and the metrics builder
+    recognises an unchanged series by identity. Record attributes are shared: readers
+    must not modify them.
+    """
 
     def __init__(
         self,
@@ -97,6 +107,8 @@ class Enricher:
         self._workloads = workloads or HostOnly()
         self._peers = peers or []
         self._on_shutdown = on_shutdown or []  # e.g. stop a Kubernetes watch
+        self._described: dict[Workload, tuple[tuple, Attributes]] = {}  # last snapshot's
+        self._keys: dict[object, _KeyAttributes] = {}  # last snapshot's, per flow or DNS key
 
     @property
     def host_resource(self) -> Attributes:
@@ -116,22 +128,47 @@ class Enricher:
                 observe(snapshot)
         # Thousands of series share a few workloads: resolve each workload once per snapshot.
         described: dict[Workload, tuple[tuple, Attributes]] = {}
+        keys: dict[object, _KeyAttributes] = {}
+        records, peers = out.records, self._peers
         for kind, table in ((RecordKind.TCP, snapshot.tcp), (RecordKind.UDP, snapshot.udp)):
             for key, series in table.items():
-                attributes = flow_attributes(key)
-                for peer in self._peers:
-                    attributes.update(peer.peer_attributes(key))
-                out.records.append(self._record(described, kind, key.workload, attributes, series))
+                workload = described.get(key.workload) or self._describe(described, key.workload)
+                answers = [peer.peer_attributes(key) for peer in peers]
+                attributes = self._attributes(keys, key, workload[1], answers, flow_attributes)
+                records.append(Record(kind, workload[0], attributes, series))
         for key, series in snapshot.dns.items():
-            out.records.append(self._record(described, RecordKind.DNS, key.workload,
-                                            dns_attributes(key), series))
+            workload = described.get(key.workload) or self._describe(described, key.workload)
+            attributes = self._attributes(keys, key, workload[1], [], dns_attributes)
+            records.append(Record(RecordKind.DNS, workload[0], attributes, series))
+        self._described, self._keys = described, keys
         return out
 
-    def _record(self, described: dict, kind, workload, attributes, series) -> Record:
-        found = described.get(workload)
-        if found is None:
-            resource = {**self._host, **self._workloads.resource(workload)}
-            found = described[workload] = (tuple(sorted(resource.items())),
-                                           self._workloads.point_attributes(workload))
-        attributes.update(found[1])
-        return Record(kind, found[0], attributes, series)
+    def _describe(self, described: dict, workload: Workload) -> tuple[tuple, Attributes]:
+        """(resource items, point attributes) of a workload: last snapshot's while equal."""
+        resource = {**self._host, **self._workloads.resource(workload)}
+        found = (tuple(sorted(resource.items())), self._workloads.point_attributes(workload))
+        last = self._described.get(workload)
+        described[workload] = found = last if last == found else found
+        return found
+
+    def _attributes(self, keys: dict, key, point: Attributes, answers: list[Attributes],
+                    of_key: Callable[[object], Attributes]) -> Attributes:
+        """The key's point attributes: its own, each resolver's answer, the workload's."""
+        last = self._keys.get(key)
+        if last is None or last.point is not point or not all(map(is_, last.answers, answers)):
+            attributes = of_key(key)
+            for answer in answers:
+                attributes.update(answer)
+            attributes.update(point)
+            last = _KeyAttributes(point, answers, attributes)
+        keys[key] = last
+        return last.attributes
+
+
+class _KeyAttributes:
+    """What a key's attributes were made from (compared by identity) and the result."""
+
+    __slots__ = ("point", "answers", "attributes")
+
+    def __init__(self, point: Attributes, answers: list[Attributes], attributes: Attributes) -> None:
+        self.point, self.answers, self.attributes = point, answers, attributes

@@ -65,7 +65,7 @@ class DnsNames:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._entries: OrderedDict[tuple[int, str], tuple[str, float]] = OrderedDict()
-        self._capacity, self._min_ttl, self._max_ttl = capacity, min_ttl, max_ttl
+        self.capacity, self._min_ttl, self._max_ttl = capacity, min_ttl, max_ttl
         self._clock = clock
         self._lock = threading.Lock()
         self.evictions = 0
@@ -96,19 +96,32 @@ class DnsNames:
     def _put(self, key: tuple[int, str], value: tuple[str, float]) -> None:
         self._entries[key] = value
         self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
+        while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
             self.evictions += 1
 
 
 class DnsPeerResolver:
-    """PeerResolver: `server.address` of outgoing flows = the name the workload resolved."""
+    """PeerResolver: `server.address` of outgoing flows = the name the workload resolved.
+
+    Answers are shared, one object per name (callers must not modify them)."""
 
     def __init__(self, names: DnsNames) -> None:
         self._names = names
+        self._answers: dict[str, dict[str, str]] = {}
 
     def peer_attributes(self, key: FlowKey) -> dict[str, str]:
         if key.direction is not Direction.OUTGOING:
-            return {}
+            return _NO_NAME
         name = self._names.name_for(key.workload.cgroup_id, key.peer_address)
-        return {"server.address": name} if name else {}
+        if not name:
+            return _NO_NAME
+        answer = self._answers.get(name)
+        if answer is None:
+            if len(self._answers) >= self._names.capacity:
+                self._answers.clear()
+            answer = self._answers[name] = {"server.address": name}
+        return answer
+
+
+_NO_NAME: dict[str, str] = {}  # shared: never modified

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from otel_netreceiver.enrich.base import Attributes, WorkloadResolver
-from otel_netreceiver.flows.model import Direction, FlowKey, Snapshot, Workload
+from otel_netreceiver.flows.model import Direction, FlowKey, Snapshot, Transport, Workload
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,13 @@ def _is_loopback(address: str) -> bool:
 
 
 class WorkloadPeers:
-    """A PeerResolver naming local workloads (both halves seen) and known pods."""
+    """A PeerResolver naming local workloads (both halves seen) and known pods.
+
+    The index is built anew from every snapshot, from what each key contributes and looks
+    up (worked out once per key while it stays in the snapshots). Answers are shared,
+    never copied: the same object while the peer stays the same (callers must not modify
+    them).
+    """
 
     def __init__(self, workloads: WorkloadResolver, pods: PodsByIp | None = None,
                  netns: NetnsReader = read_netns) -> None:
@@ -90,29 +96,42 @@ class WorkloadPeers:
         self._servers: dict[tuple, Attributes] = {}
         self._clients: dict[tuple, Attributes] = {}
         self._described: dict[Workload, Attributes] = {}
+        self._last_described: dict[Workload, Attributes] = {}
+        self._slots: dict[FlowKey, _Slots] = {}
+        self._pod_answers: dict[int, tuple[object, Attributes]] = {}
 
     def observe(self, snapshot: Snapshot) -> None:
         """Index this snapshot's local servers and clients (called before enrichment)."""
-        self._servers, self._clients, self._described = {}, {}, {}
+        self._servers, self._clients = {}, {}
+        self._last_described, self._described = self._described, {}
+        slots, fresh = self._slots, {}
         for table in (snapshot.tcp, snapshot.udp):
             for key in table:
-                if key.direction is Direction.INCOMING:
-                    self._index_server(key)
-                else:
-                    self._index_client(key)
+                found = fresh[key] = slots.get(key) or self._slots_of(key)
+                index = self._servers if found.serves else self._clients
+                described = self._described.get(key.workload) or self._describe(key.workload)
+                for slot in found.offers:
+                    _put(index, slot, described)
+        self._slots = fresh
 
-    def _index_server(self, key: FlowKey) -> None:
-        netns = self._namespace(key.workload)[0] if _is_loopback(key.local_address) else 0
-        _put(self._servers, (key.transport, netns, key.local_address, key.server_port),
-             self._describe(key.workload))
-
-    def _index_client(self, key: FlowKey) -> None:
-        netns, addresses = self._namespace(key.workload)
-        scope = netns if _is_loopback(key.peer_address) else 0
-        described = self._describe(key.workload)
-        for address in addresses or {""}:
-            _put(self._clients, (key.transport, scope, key.peer_address, key.server_port, address),
-                 described)
+    def _slots_of(self, key: FlowKey) -> _Slots:
+        """Where a key sits in the index and where its peer would be."""
+        transport = key.transport is Transport.TCP  # enums hash slowly; slots are hashed often
+        if key.direction is Direction.INCOMING:
+            netns = self._namespace(key.workload)[0] if _is_loopback(key.local_address) else 0
+            offers = ((transport, netns, key.local_address, key.server_port),)
+        else:
+            netns, addresses = self._namespace(key.workload)
+            scope = netns if _is_loopback(key.peer_address) else 0
+            offers = tuple((transport, scope, key.peer_address, key.server_port, address)
+                           for address in addresses or {""})
+        netns = self._namespace(key.workload)[0] if _is_loopback(key.peer_address) else 0
+        if key.direction is Direction.OUTGOING:
+            wants = ((transport, netns, key.peer_address, key.server_port),)
+        else:
+            exact = (transport, netns, key.local_address, key.server_port, key.peer_address)
+            wants = (exact, exact[:-1] + ("",))
+        return _Slots(key.direction is Direction.INCOMING, offers, wants)
 
     def _namespace(self, workload: Workload) -> tuple[int, frozenset[str]]:
         if workload.pid <= 0:
@@ -124,34 +143,60 @@ class WorkloadPeers:
         return self._netns[workload.pid]
 
     def _describe(self, workload: Workload) -> Attributes:
-        """The peer.* attributes naming a workload (once per workload and snapshot)."""
-        if workload not in self._described:
-            attributes = {**self._workloads.resource(workload),
-                          **self._workloads.point_attributes(workload)}
-            self._described[workload] = {f"peer.{k}": attributes[k] for k in PEER_KEYS
-                                         if k in attributes}
-        return self._described[workload]
+        """The peer.* attributes naming a workload: once per snapshot, and the last
+        snapshot's object while they are equal."""
+        attributes = {**self._workloads.resource(workload), **self._workloads.point_attributes(workload)}
+        described = {f"peer.{k}": attributes[k] for k in PEER_KEYS if k in attributes}
+        last = self._last_described.get(workload)
+        self._described[workload] = described = last if last == described else described
+        return described
 
     def peer_attributes(self, key: FlowKey) -> Attributes:
         found = self._local_peer(key)
         if found is None and self._pods is not None:
-            pod = self._pods.by_ip(key.peer_address)
-            if pod is not None:
-                found = {f"peer.{k}": v for k, v in pod.attributes.items() if k in PEER_KEYS}
-        return dict(found or {})
+            found = self._pod_peer(key.peer_address)
+        return found or _NOBODY
 
     def _local_peer(self, key: FlowKey) -> Attributes | None:
-        loopback = _is_loopback(key.peer_address)
-        netns = self._namespace(key.workload)[0] if loopback else 0
-        if key.direction is Direction.OUTGOING:
-            return self._servers.get((key.transport, netns, key.peer_address, key.server_port))
-        exact = (key.transport, netns, key.local_address, key.server_port, key.peer_address)
-        return self._clients.get(exact, self._clients.get(exact[:-1] + ("",)))
+        slots = self._slots.get(key) or self._slots_of(key)
+        index = self._clients if slots.serves else self._servers
+        for slot in slots.wants:
+            found = index.get(slot)
+            if found is not None:
+                return found
+        return None
+
+    def _pod_peer(self, address: str) -> Attributes | None:
+        """A pod's peer.* attributes: the same object while the store holds the same pod."""
+        pod = self._pods.by_ip(address)
+        if pod is None:
+            return None
+        last = self._pod_answers.get(id(pod))
+        if last is None or last[0] is not pod:
+            if len(self._pod_answers) >= _CACHE_LIMIT:
+                self._pod_answers.clear()
+            last = self._pod_answers[id(pod)] = (
+                pod, {f"peer.{k}": v for k, v in pod.attributes.items() if k in PEER_KEYS})
+        return last[1]
+
+
+class _Slots:
+    """A key's index entries (`offers`, in the servers' index when it `serves`) and the
+    entries of the other index that would name its peer (`wants`, in order)."""
+
+    __slots__ = ("serves", "offers", "wants")
+
+    def __init__(self, serves: bool, offers: tuple, wants: tuple) -> None:
+        self.serves, self.offers, self.wants = serves, offers, wants
+
+
+_NOBODY: Attributes = {}  # the answer when no peer is known (shared: never modified)
 
 
 def _put(index: dict, key: tuple, attributes: Attributes) -> None:
     """Remember who sits behind a key; two different workloads make it ambiguous."""
-    if key in index and index[key] != attributes:
-        index[key] = _AMBIGUOUS
-    else:
+    found = index.get(key)
+    if found is None or found is attributes:
         index[key] = attributes
+    elif found != attributes:
+        index[key] = _AMBIGUOUS

@@ -109,3 +109,42 @@ def test_enricher_observes_before_resolving():
 def test_parse_namespace_addresses():
     assert parse_fib_trie((FIXTURES / "fib_trie.txt").read_text()) == {"127.0.0.1", "198.18.40.1"}
     assert parse_if_inet6((FIXTURES / "if_inet6.txt").read_text()) == {"::1", "fe80::3c1f:4aff:fe2b:9c01", "fe80::a464:73ff:fe4c:80d1"}
+
+
+class Changing:
+    """A workload resolver whose answers the test changes between snapshots."""
+
+    def __init__(self):
+        self.pods = {10: "web-0", 11: "api-0"}
+
+    def resource(self, workload):
+        return {"k8s.pod.name": self.pods[workload.cgroup_id]}
+
+    def point_attributes(self, workload):
+        return {"process.executable.name": workload.comm}
+
+
+def test_unchanged_keys_keep_their_attribute_dicts_and_changes_are_seen():
+    """Each snapshot is resolved again: what came out the same is the same dict (the
+    builder's cue that nothing changed); what changed is new, on both halves."""
+    resolver = Changing()
+    enricher = Enricher({"host.name": "h"}, resolver, [WorkloadPeers(resolver, netns=NETNS.__getitem__)])
+    snapshot = Snapshot(0, tcp={k: Series(0, TcpStats()) for k in FLOWS[:2]})
+    first = enricher.enrich(snapshot).records
+    second = enricher.enrich(snapshot).records
+    assert [r.attributes for r in second] == [r.attributes for r in first]
+    assert all(a.attributes is b.attributes and a.resource is b.resource for a, b in zip(first, second))
+    resolver.pods[11] = "api-1"  # the server's pod was replaced
+    client, server = enricher.enrich(snapshot).records
+    assert client.attributes is not first[0].attributes and client.attributes["peer.k8s.pod.name"] == "api-1"
+    assert client.resource is first[0].resource
+    assert dict(server.resource)["k8s.pod.name"] == "api-1" and server.attributes == first[1].attributes
+
+
+def test_a_peer_that_leaves_the_snapshot_is_no_longer_named():
+    resolver = WorkloadPeers(Resources(), netns=NETNS.__getitem__)
+    enricher = Enricher({"host.name": "h"}, Resources(), [resolver])
+    both = enricher.enrich(Snapshot(0, tcp={k: Series(0, TcpStats()) for k in FLOWS[:2]})).records
+    assert both[0].attributes["peer.container.id"] == "bb" * 32
+    [alone] = enricher.enrich(Snapshot(0, tcp={FLOWS[0]: Series(0, TcpStats())})).records
+    assert "peer.container.id" not in alone.attributes
