@@ -152,6 +152,41 @@ class _Layout:
 _POINTS = attrgetter("points")
 
 
+def _kept(extra: dict[str, str], allowed: frozenset[str]) -> AttributeSet:
+    """A field's extra attributes as a metric exports them (after opt-outs)."""
+    kept = tuple(kv for kv in extra.items() if kv[0] in allowed)
+    return AttributeSet(kept) if kept else EMPTY
+
+
+class _Reader:
+    """Reads every fixed-extras metric of one record kind from a series in one pass.
+
+    Without opt-outs, each stats attribute a field names is one point whose extra
+    attributes are known up front: one getter call reads them all, and the points go to
+    their metric's list. Metrics with `varying` extras are left to the caller.
+    """
+
+    def __init__(self, metrics: list[_FlowMetric]) -> None:
+        self.count = len(metrics)
+        self.varying = [m for m in metrics if m.field.varying is not None]
+        # per value read: (metric index, extra set, value type, gauge)
+        self.slots = [(m.index, _kept(extra, m.allowed), m.typed, m.gauge)
+                      for m in metrics if m.field.varying is None
+                      for extra in m.field.extras]
+        names = [name for m in metrics if m.field.varying is None for name in m.field.names]
+        self._read = attrgetter(*names) if len(names) > 1 else (
+            (lambda stats: (getattr(stats, names[0]),)) if names else (lambda stats: ()))
+
+    def points(self, series, projections: list[AttributeSet]) -> list[list[Point]]:
+        """Per metric of the kind, the series' points (empty lists for `varying` ones)."""
+        out: list[list[Point]] = [[] for _ in range(self.count)]
+        start = series.start_ns
+        for (i, extra, typed, gauge), value in zip(self.slots, self._read(series.stats)):
+            if value is not None:
+                out[i].append(Point(projections[i], extra, 0 if gauge else start, typed(value)))
+        return out
+
+
 class MetricsBuilder:
     """Builds a Batch per interval; holds the units and the previous values delta needs."""
 
@@ -175,8 +210,10 @@ class MetricsBuilder:
                 self._flow_metrics.append(metric)
         self._union = {kind: frozenset().union(*(m.allowed for m in metrics))
                        for kind, metrics in self._by_kind.items()}
+        self._readers = {kind: _Reader(metrics) for kind, metrics in self._by_kind.items()}
         self._units: dict[tuple, _Unit] = {}
         self._by_series: dict[int, _Unit] = {}
+        self._by_attributes: dict[int, _Unit] = {}  # id of the record attributes it was made from
         self._resources: dict[AttrKey, _Resource] = {}
         self._extras: dict[tuple, AttributeSet] = {}
         # delta state: point key -> (series start, time of last export, cumulative value, build)
@@ -243,6 +280,12 @@ class MetricsBuilder:
         return unit if same_attributes and same_resource else None
 
     def _unit(self, record: Record) -> _Unit:
+        # The enricher hands out the same attribute dict for a key while nothing about it
+        # changed: a series that changed finds its unit by that dict, without sorting it.
+        unit = self._by_attributes.get(id(record.attributes))
+        if (unit is not None and unit.attrs_src is record.attributes and unit.kind is record.kind
+                and (unit.resource_src is record.resource or unit.resource_src == record.resource)):
+            return unit
         resource = self._resource(record.resource)
         union = self._union[record.kind]
         items = tuple(sorted(kv for kv in record.attributes.items() if kv[0] in union))
@@ -253,6 +296,7 @@ class MetricsBuilder:
             unit = self._units[key] = _Unit(resource, record.kind, attributes,
                                             self._projections(record.kind, attributes))
         unit.attrs_src, unit.resource_src = record.attributes, record.resource
+        self._by_attributes[id(record.attributes)] = unit
         return unit
 
     def _resource(self, items: AttrKey) -> _Resource:
@@ -285,9 +329,14 @@ class MetricsBuilder:
         """Recompute a unit's points if its records changed; remember its series."""
         if not unit.stale and unit.points is not None:
             return
-        records = [unit.record, *unit.others] if unit.others else [unit.record]
-        unit.points = [self._points(metric, unit.projections[metric.index], records)
-                       for metric in self._by_kind[unit.kind]]
+        if unit.others or self._settings.dropped_attributes:
+            records = [unit.record, *unit.others] if unit.others else [unit.record]
+            unit.points = [self._points(metric, unit.projections[metric.index], records)
+                           for metric in self._by_kind[unit.kind]]
+        else:  # the common case: one series, every extra attribute set its own
+            unit.points = self._readers[unit.kind].points(unit.record.series, unit.projections)
+            for metric in self._readers[unit.kind].varying:
+                unit.points[metric.index] = self._points(metric, unit.projections[metric.index], [unit.record])
         series = None if unit.others else unit.record.series
         if unit.series is not None and self._by_series.get(id(unit.series)) is unit:
             del self._by_series[id(unit.series)]
@@ -299,8 +348,8 @@ class MetricsBuilder:
     def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record]) -> list[Point]:
         if len(records) == 1 and not metric.may_collide:  # the common case, kept short
             series = records[0].series
-            start, typed, extra_set = 0 if metric.gauge else series.start_ns, metric.typed, self._extra
-            return [Point(attributes, extra_set(metric, extra), start, typed(value))
+            start, typed = 0 if metric.gauge else series.start_ns, metric.typed
+            return [Point(attributes, self._extra(metric, extra), start, typed(value))
                     for extra, value in metric.field.points(series.stats)]
         definition = metric.definition
         # keyed by content: the interned set of equal extras may be a new object after the
@@ -332,8 +381,7 @@ class MetricsBuilder:
         key = (metric.allowed, tuple(extra.items()))
         found = self._extras.get(key)
         if found is None:
-            kept = tuple(kv for kv in key[1] if kv[0] in metric.allowed)
-            found = self._extras[key] = AttributeSet(kept) if kept else EMPTY
+            found = self._extras[key] = _kept(extra, metric.allowed)
         if len(self._extras) > EXTRAS_KEPT:  # fresh dicts (e.g. error.type) would pile up
             self._extras = {}
         self._extras[(id(extra), id(metric))] = (extra, found)
@@ -451,6 +499,7 @@ class MetricsBuilder:
             oldest = self._builds - CACHE_BUILDS
             self._units = {k: u for k, u in self._units.items() if u.build > oldest}
             self._by_series = {k: u for k, u in self._by_series.items() if u.build > oldest}
+            self._by_attributes = {k: u for k, u in self._by_attributes.items() if u.build > oldest}
             self._resources = {k: r for k, r in self._resources.items() if r.build > oldest}
 
 

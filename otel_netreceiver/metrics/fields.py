@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from otel_netreceiver.flows.model import Histogram, RecordKind
+from otel_netreceiver.flows.model import FailureReason, Histogram, RecordKind
 
 Value = int | float | Histogram
 Points = Iterable[tuple[dict[str, str], Value]]
@@ -21,44 +21,61 @@ RECEIVE = {"network.io.direction": "receive"}
 
 @dataclass(frozen=True, slots=True)
 class Field:
+    """How one metric reads a series' stats.
+
+    Most metrics read fixed stats attributes: `names[i]` is the value of the point with
+    extra attributes `extras[i]` (no point while it is None, e.g. a histogram without
+    samples), so the builder can read all of a series' values at once and pair them with
+    attribute sets it made once. A metric whose extras depend on the stats gives
+    (extra, value) pairs through `varying` instead.
+    """
+
     kind: RecordKind
-    points: Callable[[object], Points]
+    names: tuple[str, ...] = ()
+    extras: tuple[dict[str, str], ...] = ({},)
+    varying: Callable[[object], Points] | None = None
+
+    def points(self, stats) -> Points:
+        """(extra attributes, value) of every point of one series."""
+        if self.varying is not None:
+            return self.varying(stats)
+        values = (getattr(stats, name) for name in self.names)
+        return [(extra, value) for extra, value in zip(self.extras, values) if value is not None]
 
 
-def _one(attribute: str) -> Callable[[object], Points]:
-    return lambda stats: [({}, getattr(stats, attribute))]
+def _one(kind: RecordKind, name: str) -> Field:
+    return Field(kind, (name,))
 
 
-def _io(sent: str, received: str) -> Callable[[object], Points]:
-    return lambda stats: [(TRANSMIT, getattr(stats, sent)), (RECEIVE, getattr(stats, received))]
+def _io(kind: RecordKind, sent: str, received: str) -> Field:
+    return Field(kind, (sent, received), (TRANSMIT, RECEIVE))
 
 
-def _histogram(attribute: str) -> Callable[[object], Points]:
-    def points(stats) -> Points:
-        value = getattr(stats, attribute)
-        return [({}, value)] if value is not None else []
-    return points
+# One extra-attributes dict per reason, so that the builder finds its set by identity.
+_FAILED = {reason: {"error.type": reason.value} for reason in FailureReason}
 
 
 def _failed(stats) -> Points:
-    return [({"error.type": reason.value}, count) for reason, count in stats.failed.items()]
+    """Only reasons that happened: like an SDK counter, a reason's series starts with its
+    first failure (zero points for every reason of every flow were a third of the points)."""
+    return [(_FAILED[reason], count) for reason, count in stats.failed.items() if count]
 
 
 FIELDS: dict[str, Field] = {
-    "tcp.connection.opened": Field(RecordKind.TCP, _one("opened")),
-    "tcp.connection.closed": Field(RecordKind.TCP, _one("closed")),
-    "tcp.connection.failed": Field(RecordKind.TCP, _failed),
-    "tcp.connection.active": Field(RecordKind.TCP, _one("active")),
-    "tcp.connection.duration": Field(RecordKind.TCP, _histogram("duration")),
-    "tcp.io": Field(RecordKind.TCP, _io("bytes_sent", "bytes_received")),
-    "tcp.packet.count": Field(RecordKind.TCP, _io("packets_sent", "packets_received")),
-    "tcp.retransmit.count": Field(RecordKind.TCP, _one("retransmits")),
-    "tcp.reset.count": Field(RecordKind.TCP, _io("resets_sent", "resets_received")),
-    "tcp.rtt": Field(RecordKind.TCP, _histogram("rtt")),
-    "udp.io": Field(RecordKind.UDP, _io("bytes_sent", "bytes_received")),
-    "udp.packet.count": Field(RecordKind.UDP, _io("packets_sent", "packets_received")),
-    "dns.lookup.duration": Field(RecordKind.DNS, _histogram("duration")),
-    "dns.lookup.timeout.count": Field(RecordKind.DNS, _one("timeouts")),
+    "tcp.connection.opened": _one(RecordKind.TCP, "opened"),
+    "tcp.connection.closed": _one(RecordKind.TCP, "closed"),
+    "tcp.connection.failed": Field(RecordKind.TCP, varying=_failed),
+    "tcp.connection.active": _one(RecordKind.TCP, "active"),
+    "tcp.connection.duration": _one(RecordKind.TCP, "duration"),
+    "tcp.io": _io(RecordKind.TCP, "bytes_sent", "bytes_received"),
+    "tcp.packet.count": _io(RecordKind.TCP, "packets_sent", "packets_received"),
+    "tcp.retransmit.count": _one(RecordKind.TCP, "retransmits"),
+    "tcp.reset.count": _io(RecordKind.TCP, "resets_sent", "resets_received"),
+    "tcp.rtt": _one(RecordKind.TCP, "rtt"),
+    "udp.io": _io(RecordKind.UDP, "bytes_sent", "bytes_received"),
+    "udp.packet.count": _io(RecordKind.UDP, "packets_sent", "packets_received"),
+    "dns.lookup.duration": _one(RecordKind.DNS, "duration"),
+    "dns.lookup.timeout.count": _one(RecordKind.DNS, "timeouts"),
 }
 
 # The agent's own telemetry: which input each metric reads, and the attribute its key fills.

@@ -381,3 +381,33 @@ def test_a_metric_without_points_that_gains_one_is_rebuilt_not_patched():
     batch = b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
     assert [value for _, value in _opened(batch)] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert [value.count for _, value in _opened(batch, "tcp.rtt")] == [1]
+
+
+def test_failure_reasons_are_exported_once_they_happened():
+    """Like an SDK counter, a reason's series starts with its first failure: flows with no
+    failures have no tcp.connection.failed points at all."""
+    b = builder(enabled={"tcp.connection.failed"})
+    quiet = tcp_record("a", "198.18.20.1", 1)
+    failing = Record(RecordKind.TCP, quiet.resource, {**quiet.attributes, "network.peer.address": "198.18.20.2"},
+                     Series(SECOND, TcpStats(failed={reason: 0 for reason in FailureReason}
+                                             | {FailureReason.TIMEOUT: 2})))
+    failed = _opened(b.build(EnrichedSnapshot(2 * SECOND, [quiet, failing]), AgentTelemetry()),
+                     "tcp.connection.failed")
+    assert sorted((dict(items)["network.peer.address"], dict(items)["error.type"], value)
+                  for items, value in failed) == [("198.18.20.2", "timeout", 2)]
+
+
+def test_a_changed_series_keeps_its_unit_when_its_attribute_dict_is_the_same():
+    """The enricher hands out one attribute dict per key while nothing about it changed: a
+    changed series is found by it (no re-sorting), and the points carry the new value."""
+    b = builder(enabled={"tcp.connection.opened"})
+    record = tcp_record("a", "198.18.20.1", 3)
+    first = _opened(b.build(EnrichedSnapshot(2 * SECOND, [record]), AgentTelemetry()))
+    unit = b._by_attributes[id(record.attributes)]
+    changed = Record(record.kind, record.resource, record.attributes, Series(SECOND, TcpStats(opened=5)))
+    second = _opened(b.build(EnrichedSnapshot(3 * SECOND, [changed]), AgentTelemetry()))
+    assert b._by_attributes[id(record.attributes)] is unit
+    assert [value for _, value in first] == [3] and [value for _, value in second] == [5]
+    other = Record(record.kind, (("host.name", "h2"),), record.attributes, Series(SECOND, TcpStats(opened=7)))
+    third = _opened(b.build(EnrichedSnapshot(4 * SECOND, [other]), AgentTelemetry()))
+    assert [value for _, value in third] == [7] and b._by_attributes[id(record.attributes)] is not unit
