@@ -16,7 +16,8 @@ each interval; at 10k series that is seconds of CPU and hundreds of MiB. Here:
   the kept pieces hold the point's encoded size (an int), so a request's slice knows its
   size without a len() per piece; the slice gets the time by one slice assignment;
 * the pieces are nested, never joined per metric: each request is joined once;
-* requests of at most `max_points` points are encoded one at a time.
+* requests of at most `max_points` points and `max_bytes` bytes are encoded one at a
+  time (the kept sizes tell where a request is full without encoding it).
 
 Field numbers are those of opentelemetry/proto/{metrics,common,resource}/v1/*.proto and
 collector/metrics/v1/metrics_service.proto; tests compare the result with the SDK's.
@@ -25,14 +26,15 @@ collector/metrics/v1/metrics_service.proto; tests compare the result with the SD
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain
+from itertools import accumulate, chain
 from typing import Iterator
 
 from otel_netreceiver.flows.model import Histogram
 from otel_netreceiver.metrics.catalog import MetricDef
-from otel_netreceiver.metrics.points import AttributeSet, Batch, MetricData, Point
+from otel_netreceiver.metrics.points import AttributeSet, Batch, MetricData, Point, ScopeData
 
 # Tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited).
 _LEN1 = 0x0A                      # field 1, length-delimited (many messages' first field)
@@ -43,6 +45,7 @@ _GAUGE, _SUM, _HISTOGRAM = 0x2A, 0x3A, 0x4A  # Metric data oneof
 _NUMBER_POINT = struct.Struct("<BQBq").pack
 _DOUBLE_POINT = struct.Struct("<BQBd").pack
 _HISTOGRAM_HEAD = struct.Struct("<BQBQBd").pack  # start, count (0x21), sum (0x29)
+_HEAD = 6  # a nested message's tag and length: at most 1 + 5 bytes (below 32 GiB)
 _NUMBER_OWN = 27  # a NumberDataPoint's start, value and time fields: 3 x (tag + 8 bytes)
 
 
@@ -54,8 +57,9 @@ class EncodedRequest:
     points: int
 
 
-def requests(batch: Batch, max_points: int) -> Iterator[EncodedRequest]:
-    """The batch as requests of at most `max_points` data points, encoded one at a time."""
+def requests(batch: Batch, max_points: int, max_bytes: int = 1 << 62) -> Iterator[EncodedRequest]:
+    """The batch as requests of at most `max_points` data points and `max_bytes` bytes,
+    encoded one at a time (a data point too large for `max_bytes` alone still goes, alone)."""
     time_field = bytes([_TIME]) + struct.pack("<Q", batch.time_ns)
     pending = _Request()
     for resource, scope, metric in batch.metrics():
@@ -64,14 +68,25 @@ def requests(batch: Batch, max_points: int) -> Iterator[EncodedRequest]:
         done = 0
         while done < count:
             take = min(max_points - pending.points, count - done)
+            sizes = parts[4 * done + 3:4 * (done + take):4]
+            size = sum(sizes)
+            room = max_bytes - pending.size - pending.overhead(resource.attributes, scope, metric.definition)
+            full = pending.points + take >= max_points
+            if size > room:
+                fit = bisect_right(list(accumulate(sizes)), room)
+                if not fit and pending.points:
+                    yield pending.encode()
+                    pending = _Request()
+                    continue
+                take, full = max(fit, 1), True
+                size = sum(sizes[:take])
             # The time goes into this request's copy of the pieces, never into the kept ones:
             # an abandoned export still encoding an older batch cannot mix its time in.
             chunk = parts[4 * done:4 * (done + take)]
-            size = sum(chunk[3::4])
             chunk[3::4] = [time_field] * take
-            pending.add(resource.attributes, scope.name, scope.version, _metric(metric, chunk, size), take)
+            pending.add(resource.attributes, scope, _metric(metric, chunk, size), take)
             done += take
-            if pending.points >= max_points:
+            if full:
                 yield pending.encode()
                 pending = _Request()
     if pending.points:
@@ -104,25 +119,40 @@ class _Message:
 
 
 class _Request:
-    """The metrics gathered for one request, nested as resource -> scope -> metric."""
+    """The metrics gathered for one request, nested as resource -> scope -> metric, and an
+    upper bound of its encoded size."""
 
     def __init__(self) -> None:
-        self.points = 0
+        self.points = self.size = 0
         self._resources: list[tuple[AttributeSet, list[tuple[str, str, list[_Message]]]]] = []
 
-    def add(self, resource: AttributeSet, scope: str, version: str, metric: "_Message", points: int) -> None:
+    def overhead(self, resource: AttributeSet, scope: ScopeData, definition: MetricDef | None = None) -> int:
+        """At most how many bytes, besides its data points, a metric of `definition` adds
+        (without `definition`: besides the Metric message)."""
+        extra = _HEAD
+        if definition is not None:  # name, description, unit, the data's head, temporality, monotonic
+            extra += len(_metric_head(definition)) + _HEAD + 4
+        new_resource = not self._resources or self._resources[-1][0] is not resource
+        if new_resource:
+            extra += 2 * _HEAD + len(_resource(resource))
+        if new_resource or self._resources[-1][1][-1][:2] != (scope.name, scope.version):
+            extra += 2 * _HEAD + len(_instrumentation_scope(scope.name, scope.version))
+        return extra
+
+    def add(self, resource: AttributeSet, scope: ScopeData, metric: _Message, points: int) -> None:
+        self.size += self.overhead(resource, scope) + metric.size
         if not self._resources or self._resources[-1][0] is not resource:
             self._resources.append((resource, []))
         scopes = self._resources[-1][1]
-        if not scopes or scopes[-1][:2] != (scope, version):
-            scopes.append((scope, version, []))
+        if not scopes or scopes[-1][:2] != (scope.name, scope.version):
+            scopes.append((scope.name, scope.version, []))
         scopes[-1][2].append(metric)
         self.points += points
 
     def encode(self) -> EncodedRequest:
         request = _Message()
         for resource, scopes in self._resources:
-            resource_metrics = _Message(_field(_LEN1, _tagged(resource, _LEN1)))
+            resource_metrics = _Message(_field(_LEN1, _resource(resource)))
             for scope, version, metrics in scopes:
                 scope_metrics = _Message(_field(_LEN1, _instrumentation_scope(scope, version)))
                 for metric in metrics:
@@ -292,6 +322,12 @@ def _head(name: str, description: str, unit: str) -> bytes:
     if unit:
         head += _field(0x1A, unit.encode())
     return head
+
+
+@lru_cache(maxsize=4096)
+def _resource(attributes: AttributeSet) -> bytes:
+    """A Resource's attributes (the builder keeps one AttributeSet per resource: by identity)."""
+    return _tagged(attributes, _LEN1)
 
 
 @lru_cache(maxsize=16)

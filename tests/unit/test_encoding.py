@@ -171,6 +171,34 @@ def _sdk_without_empty_metrics(batch):
     return encode_metrics(to_sdk(batch))
 
 
+@settings(max_examples=150, deadline=None)
+@given(batches(), st.integers(1, 6), st.integers(1, 3000))
+def test_any_batch_splits_within_max_points_and_max_bytes(batch, max_points, max_bytes):
+    """Every request within both limits (a data point larger than max_bytes goes alone);
+    together they hold exactly the SDK's data points."""
+    requests = list(encoding.requests(batch, max_points, max_bytes))
+    assert all(r.points <= max_points and (len(r.payload) <= max_bytes or r.points == 1) for r in requests)
+    assert sum(r.points for r in requests) == batch.point_count()
+    ours = [ExportMetricsServiceRequest.FromString(r.payload) for r in requests]
+    assert _points_by_metric(ours) == _points_by_metric([_sdk_without_empty_metrics(batch)])
+
+
+@pytest.mark.parametrize("max_bytes", [2_000, 20_000])
+def test_requests_split_by_bytes_are_nearly_full(max_bytes):
+    """The size kept for each point lets a request fill up to its limit, less at most one
+    point and the request's few messages around the points."""
+    b = builder()
+    snapshot = Snapshot(2 * SECOND)
+    for port in range(200):
+        snapshot.tcp[dataclasses.replace(fake_source.OUT, server_port=port + 1)] = Series(SECOND, fake_source.tcp_stats(1))
+    batch = b.build(Enricher({"host.name": "h"}).enrich(snapshot), AgentTelemetry())
+    sizes = [len(r.payload) for r in encoding.requests(batch, 10**9, max_bytes)]
+    assert len(sizes) > 3 and max(sizes) <= max_bytes
+    assert min(sizes[:-1]) > max_bytes - 1_000
+    assert _points_by_metric(decoded(batch, 10**9)) == _points_by_metric(
+        [ExportMetricsServiceRequest.FromString(r.payload) for r in encoding.requests(batch, 10**9, max_bytes)])
+
+
 @pytest.mark.parametrize("value", [float("inf"), -0.0, 5e-324, math.pi])
 def test_special_doubles_round_trip(value):
     assert encoding.any_value(value)[0] == 0x21

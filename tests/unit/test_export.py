@@ -11,7 +11,6 @@ from otel_netreceiver.enrich.base import Enricher
 from otel_netreceiver.export import create
 from otel_netreceiver.export.debug import DebugExporter
 from otel_netreceiver.export import otlp
-from otel_netreceiver.export.otlp import MAX_POINTS_PER_REQUEST
 from otel_netreceiver.export.prometheus import metric_name
 from otel_netreceiver.flows.model import Series, Snapshot
 from otel_netreceiver.metrics import catalog
@@ -217,9 +216,13 @@ def unused_port():
 
 
 @pytest.mark.parametrize("receiver_type, kind", [(GrpcReceiver, "otlp"), (HttpReceiver, "otlphttp")])
-def test_large_exports_are_split_into_requests_a_collector_accepts(receiver_type, kind):
-    """1,000 flow series (>12,000 points) leave in several requests, none over the limit,
-    and every point arrives once."""
+@pytest.mark.parametrize("limits", [None, (10**9, 400_000)], ids=["own", "bytes"])
+def test_large_exports_are_split_into_requests_a_collector_accepts(receiver_type, kind, limits, monkeypatch):
+    """1,000 flow series (>12,000 points, ~2.5 MB) leave in as many requests as the limits
+    (the exporter's own, or a bytes limit only) require, none over them, and every point
+    arrives once."""
+    if limits:
+        monkeypatch.setitem(otlp.REQUEST_LIMITS, kind, limits)
     builder = MetricsBuilder(CATALOG, BuildSettings(frozenset(CATALOG.metrics)), {"host.name": "h"}, 1)
     snapshot = Snapshot(2_000_000_000)
     for port in range(1000):
@@ -235,5 +238,13 @@ def test_large_exports_are_split_into_requests_a_collector_accepts(receiver_type
         sizes = [sum(len(m.gauge.data_points) + len(m.sum.data_points) + len(m.histogram.data_points)
                      for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics)
                  for request in receiver.received.requests]
-    assert sent > 12_000 and len(sizes) >= 2
-    assert max(sizes) <= MAX_POINTS_PER_REQUEST and sum(sizes) == sent
+        payloads = [len(request.SerializeToString()) for request in receiver.received.requests]
+    max_points, max_bytes = otlp.REQUEST_LIMITS[kind]
+    assert sent > 12_000 and sum(sizes) == sent and len(sizes) >= (2 if kind == "otlp" or limits else 1)
+    assert max(sizes) <= max_points and max(payloads) <= max_bytes
+
+
+def test_request_limits_stay_within_a_collectors_defaults():
+    """gRPC: a 4 MiB message; OTLP/HTTP: a 20 MiB body (and the SDK's own 64 MiB)."""
+    assert otlp.REQUEST_LIMITS["otlp"][1] <= 4 * 2**20
+    assert otlp.REQUEST_LIMITS["otlphttp"][1] <= 20 * 2**20
