@@ -231,33 +231,27 @@ def _number_pieces(points: list[Point], pack, value_tag: int) -> list:
 
 
 def _histogram_pieces(points: list[Point]) -> list:
-    """`_pieces` of HistogramDataPoints."""
+    """`_pieces` of HistogramDataPoints, in one loop."""
     out: list = []
+    add, heads = out.extend, _HEADS
+    bounds, packed_bounds = None, b""  # the metric's points share their bounds: packed once
     for point in points:
-        own = point.encoded or _histogram_point(point)
-        mine, theirs = point.attributes.as_histogram, point.extra.as_histogram
-        out.extend((own, mine, theirs, len(own) + len(mine) + len(theirs) + 9))
+        attributes, extra = point.attributes, point.extra
+        mine, theirs = attributes.as_histogram, extra.as_histogram
+        if mine is None:
+            mine = attributes.as_histogram = _tagged(attributes, _HISTOGRAM_ATTRS)
+        if theirs is None:
+            theirs = extra.as_histogram = _tagged(extra, _HISTOGRAM_ATTRS)
+        own = point.encoded
+        if own is None:
+            value: Histogram = point.value
+            if value.bounds is not bounds:
+                bounds, packed_bounds = value.bounds, _packed_bounds(value.bounds)
+            own = (_HISTOGRAM_HEAD(_START, point.start_ns, 0x21, value.count, 0x29, value.sum)
+                   + _packed_counts(value.counts) + packed_bounds)
+            own = point.encoded = heads[len(own) + len(mine) + len(theirs) + 9] + own
+        add((own, mine, theirs, len(own) + len(mine) + len(theirs) + 9))
     return out
-
-
-# -- data points: tag, length and the point's own fields, kept on the Point ---------------------
-
-def _histogram_point(point: Point) -> bytes:
-    value: Histogram = point.value
-    own = (_HISTOGRAM_HEAD(_START, point.start_ns, 0x21, value.count, 0x29, value.sum)
-           + _packed_counts(value.counts) + _packed_bounds(value.bounds))
-    attributes_size = 0
-    for attributes in (point.attributes, point.extra):
-        if attributes.as_histogram is None:
-            attributes.as_histogram = _tagged(attributes, _HISTOGRAM_ATTRS)
-        attributes_size += len(attributes.as_histogram)
-    return _point(point, own, attributes_size)
-
-
-def _point(point: Point, own: bytes, attributes_size: int) -> bytes:
-    """`data_points` tag and length, then the point's own fields (attributes and time follow)."""
-    point.encoded = _HEADS[len(own) + attributes_size + 9] + own
-    return point.encoded
 
 
 class _Heads(dict):
@@ -271,8 +265,24 @@ class _Heads(dict):
 _HEADS = _Heads()
 
 
+# -- data points' own fields ------------------------------------------------------------------
+
+class _CountsFields(dict):
+    """A `bucket_counts` field's tag and length, and its packer, by number of counts."""
+
+    def __missing__(self, count: int) -> tuple[bytes, object]:
+        field = self[count] = (bytes([0x32]) + _varint(8 * count), struct.Struct(f"<{count}Q").pack)
+        return field
+
+
+_COUNTS_FIELDS = _CountsFields()
+
+
 def _packed_counts(counts: list[int]) -> bytes:
-    return _field(0x32, struct.pack(f"<{len(counts)}Q", *counts)) if counts else b""
+    if not counts:
+        return b""
+    head, pack = _COUNTS_FIELDS[len(counts)]
+    return head + pack(*counts)
 
 
 def _packed_bounds(bounds: tuple[float, ...]) -> bytes:
