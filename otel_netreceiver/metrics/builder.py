@@ -38,6 +38,7 @@ AttrKey = tuple[tuple[str, object], ...]
 DELTA_MEMORY_BUILDS = 30  # intervals a vanished series' last value is kept for delta
 CACHE_BUILDS = 3  # intervals an unseen series' attribute set and points are kept
 EXTRAS_KEPT = 4096  # extra attribute sets remembered
+PAIRS_KEPT = 65536  # distinct attribute (key, value) pairs remembered for sharing
 PATCH_MAX_SHARE = 0.25  # changed units beyond this share of a resource's: its metrics are built anew
 
 
@@ -214,6 +215,7 @@ class MetricsBuilder:
         self._units: dict[tuple, _Unit] = {}
         self._by_series: dict[int, _Unit] = {}
         self._by_attributes: dict[int, _Unit] = {}  # id of the record attributes it was made from
+        self._pairs: dict[tuple, tuple[str, object]] = {}
         self._resources: dict[AttrKey, _Resource] = {}
         self._extras: dict[tuple, AttributeSet] = {}
         # delta state: point key -> (series start, time of last export, cumulative value, build)
@@ -292,12 +294,21 @@ class MetricsBuilder:
         key = (resource, record.kind, items)
         unit = self._units.get(key)
         if unit is None:
-            attributes = AttributeSet(items)
-            unit = self._units[key] = _Unit(resource, record.kind, attributes,
-                                            self._projections(record.kind, attributes))
+            attributes = AttributeSet(self._interned(items))
+            unit = self._units[(resource, record.kind, attributes.items)] = _Unit(
+                resource, record.kind, attributes, self._projections(record.kind, attributes))
         unit.attrs_src, unit.resource_src = record.attributes, record.resource
         self._by_attributes[id(record.attributes)] = unit
         return unit
+
+    def _interned(self, items: AttrKey) -> AttrKey:
+        """The same (key, value) pair objects for every unit that has them: most pairs
+        (transport, direction, process, port ...) are shared by thousands of units."""
+        pairs = self._pairs
+        if len(pairs) > PAIRS_KEPT:
+            pairs.clear()
+        # keyed with the value's type too: (k, True), (k, 1) and (k, 1.0) are equal tuples
+        return tuple([pairs.setdefault((kv, type(kv[1])), kv) for kv in items])
 
     def _resource(self, items: AttrKey) -> _Resource:
         resource = self._resources.get(items)

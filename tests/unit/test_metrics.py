@@ -411,3 +411,14 @@ def test_a_changed_series_keeps_its_unit_when_its_attribute_dict_is_the_same():
     other = Record(record.kind, (("host.name", "h2"),), record.attributes, Series(SECOND, TcpStats(opened=7)))
     third = _opened(b.build(EnrichedSnapshot(4 * SECOND, [other]), AgentTelemetry()))
     assert [value for _, value in third] == [7] and b._by_attributes[id(record.attributes)] is not unit
+
+
+def test_units_share_attribute_pairs_but_never_across_value_types():
+    b = builder(enabled={"tcp.connection.opened"})
+    records = [Record(RecordKind.TCP, (("host.name", "h1"),), {"network.peer.address": peer, "server.port": port},
+                      Series(SECOND, TcpStats(opened=1))) for peer, port in (("a", 1), ("b", 1), ("c", True))]
+    b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
+    units = [b._by_attributes[id(r.attributes)] for r in records]
+    ports = [dict(u.attributes.items)["server.port"] for u in units]
+    assert [type(p) for p in ports] == [int, int, bool]
+    assert units[0].attributes.items[1] is units[1].attributes.items[1]
