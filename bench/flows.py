@@ -99,7 +99,7 @@ def _agent(endpoint: str, collector):
         path = Path(tmp, "agent.yaml")
         path.write_text(AGENT_CONFIG.format(endpoint=endpoint, timeout=int(EXPORT_TIMEOUT_S)))
         built = agent.build(config.load(path, environ={}), loaders={RecordKind.TCP: lambda: collector})
-    agent.settle_garbage_collector()  # as `run` does once its probes are attached
+    agent.settle_memory()  # as `run` does once its probes are attached
     return built
 
 

@@ -71,7 +71,7 @@ def _histogram(bounds: tuple[float, ...], step: int) -> Histogram:
 
 def measure(n: int, intervals: int, endpoint: str, case: str = "all") -> dict[str, float]:
     """CPU and wall ms of each interval's enrich + build + export; RSS after."""
-    from otel_netreceiver.agent import settle_garbage_collector
+    from otel_netreceiver.agent import settle_memory
     from otel_netreceiver.config import ExporterConfig
     from otel_netreceiver.enrich.base import Enricher
     from otel_netreceiver.export.otlp import OtlpExporter
@@ -89,7 +89,7 @@ def measure(n: int, intervals: int, endpoint: str, case: str = "all") -> dict[st
     keys = flow_keys(n)
     cpu, wall, failures = [], [], []
     warnings = _capture_warnings()
-    settle_garbage_collector()  # as `run` does once its probes are attached
+    settle_memory()  # as `run` does once its probes are attached
     snap = None
     for step in range(1, intervals + 1):
         snap = snapshot(keys, step, bounds, snap, CASES[case])

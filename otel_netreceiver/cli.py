@@ -74,7 +74,7 @@ def run(args) -> int:
     names = ", ".join(e.name for e in settings.exporters) or "none"
 
     def ready() -> None:
-        agent.settle_garbage_collector()
+        agent.settle_memory()
         log.info("%s %s running; exporters: %s; interval %gs",
                  PROG, __version__, names, settings.collection_interval_s)
 

@@ -162,10 +162,10 @@ def test_stop_during_a_stuck_periodic_export_still_ends_with_the_final_one(monke
     assert instance._telemetry.export_failures == {"rec": 2}
 
 
-def test_settle_garbage_collector_freezes_start_up_and_raises_the_young_threshold():
+def test_settle_memory_freezes_start_up_and_raises_the_young_threshold():
     before = gc.get_threshold()
     try:
-        agent.settle_garbage_collector(young_threshold=12_345)
+        agent.settle_memory(young_threshold=12_345)
         assert gc.get_threshold()[0] == 12_345
         assert gc.get_freeze_count() > 0
     finally:
