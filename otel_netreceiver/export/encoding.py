@@ -293,9 +293,30 @@ def _packed_bounds(bounds: tuple[float, ...]) -> bytes:
 # -- attributes -----------------------------------------------------------------------------
 
 def _tagged(attributes: AttributeSet, tag: int) -> bytes:
-    """The set's KeyValues as repeated field `tag`."""
-    prefix = bytes([tag])
-    return b"".join(prefix + _key_value(k, v) for k, v in attributes.items)
+    """The set's KeyValues as repeated field `tag`.
+
+    Each tagged KeyValue is kept by (tag, key, value's type, value): series share most of
+    their attributes (transport, type, direction, process, peer), so a new series encodes
+    only what is new in it. Floats are not kept (0.0 == -0.0), and the whole cache is
+    dropped when it holds _KEPT_KEY_VALUES (series churn cannot grow it without bound).
+    """
+    prefix, kept, out = _SMALL[tag], _KEY_VALUES, []
+    for key, value in attributes.items:
+        kind = type(value)
+        if kind is float:
+            out.append(prefix + _key_value(key, value))
+            continue
+        field = kept.get((tag, key, kind, value))
+        if field is None:
+            if len(kept) >= _KEPT_KEY_VALUES:
+                kept.clear()
+            field = kept[(tag, key, kind, value)] = prefix + _key_value(key, value)
+        out.append(field)
+    return b"".join(out)
+
+
+_KEY_VALUES: dict[tuple, bytes] = {}
+_KEPT_KEY_VALUES = 1 << 16
 
 
 def _key_value(key: str, value) -> bytes:

@@ -206,6 +206,24 @@ def test_special_doubles_round_trip(value):
     assert AnyValue.FromString(encoding.any_value(value)).double_value == value
 
 
+@pytest.mark.parametrize("values", [(True, 1), (1, True), (False, 0), (1, 1.0), (0.0, -0.0), (-0.0, 0.0),
+                                    ("1", 1), (2**63 - 1, -1)])
+def test_kept_key_values_tell_equal_values_of_other_types_apart(values):
+    """True == 1 == 1.0 and 0.0 == -0.0 in Python, not in OTLP: each encodes as itself
+    whatever was encoded before it."""
+    for value in values:
+        assert encoding._tagged(AttributeSet((("k", value),)), 0x3A) == b"\x3a" + encoding._key_value("k", value)
+
+
+def test_kept_key_values_are_bounded(monkeypatch):
+    monkeypatch.setattr(encoding, "_KEPT_KEY_VALUES", 10)
+    monkeypatch.setattr(encoding, "_KEY_VALUES", {})
+    sets = [AttributeSet((("port", port), ("transport", "tcp"))) for port in range(50)]
+    fields = [encoding._tagged(s, 0x3A) for s in sets]
+    assert len(encoding._KEY_VALUES) <= 10
+    assert fields == [b"".join(b"\x3a" + encoding._key_value(k, v) for k, v in s.items) for s in sets]
+
+
 def test_unsupported_attribute_value_is_an_error_with_context():
     with pytest.raises(TypeError, match="b'x'"):
         encoding.any_value(b"x")
