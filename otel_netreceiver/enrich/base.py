@@ -129,19 +129,27 @@ class Enricher:
         # Thousands of series share a few workloads: resolve each workload once per snapshot.
         described: dict[Workload, tuple[tuple, Attributes]] = {}
         keys: dict[object, _KeyAttributes] = {}
-        records, peers = out.records, self._peers
-        for kind, table in ((RecordKind.TCP, snapshot.tcp), (RecordKind.UDP, snapshot.udp)):
-            for key, series in table.items():
-                workload = described.get(key.workload) or self._describe(described, key.workload)
-                answers = [peer.peer_attributes(key) for peer in peers]
-                attributes = self._attributes(keys, key, workload[1], answers, flow_attributes)
-                records.append(Record(kind, workload[0], attributes, series))
-        for key, series in snapshot.dns.items():
-            workload = described.get(key.workload) or self._describe(described, key.workload)
-            attributes = self._attributes(keys, key, workload[1], [], dns_attributes)
-            records.append(Record(RecordKind.DNS, workload[0], attributes, series))
+        for kind, table, of_key in ((RecordKind.TCP, snapshot.tcp, flow_attributes),
+                                    (RecordKind.UDP, snapshot.udp, flow_attributes),
+                                    (RecordKind.DNS, snapshot.dns, dns_attributes)):
+            self._add_records(out.records, kind, table, of_key, described, keys)
         self._described, self._keys = described, keys
         return out
+
+    def _add_records(self, records: list[Record], kind: RecordKind, table: dict, of_key: Callable,
+                     described: dict, keys: dict) -> None:
+        """A Record per key of one Snapshot table; a key whose workload and resolvers
+        answered with last snapshot's objects gets last snapshot's attribute dict."""
+        last = self._keys
+        resolvers = [] if kind is RecordKind.DNS else [peer.peer_attributes for peer in self._peers]
+        for key, series in table.items():
+            workload = described.get(key.workload) or self._describe(described, key.workload)
+            answers = [resolve(key) for resolve in resolvers]
+            made = last.get(key)
+            if made is None or made.point is not workload[1] or not all(map(is_, made.answers, answers)):
+                made = _KeyAttributes(workload[1], answers, _merged(of_key(key), answers, workload[1]))
+            keys[key] = made
+            records.append(Record(kind, workload[0], made.attributes, series))
 
     def _describe(self, described: dict, workload: Workload) -> tuple[tuple, Attributes]:
         """(resource items, point attributes) of a workload: last snapshot's while equal."""
@@ -151,18 +159,13 @@ class Enricher:
         described[workload] = found = last if last == found else found
         return found
 
-    def _attributes(self, keys: dict, key, point: Attributes, answers: list[Attributes],
-                    of_key: Callable[[object], Attributes]) -> Attributes:
-        """The key's point attributes: its own, each resolver's answer, the workload's."""
-        last = self._keys.get(key)
-        if last is None or last.point is not point or not all(map(is_, last.answers, answers)):
-            attributes = of_key(key)
-            for answer in answers:
-                attributes.update(answer)
-            attributes.update(point)
-            last = _KeyAttributes(point, answers, attributes)
-        keys[key] = last
-        return last.attributes
+
+def _merged(attributes: Attributes, answers: list[Attributes], point: Attributes) -> Attributes:
+    """A key's point attributes: its own, then each resolver's answer, then the workload's."""
+    for answer in answers:
+        attributes.update(answer)
+    attributes.update(point)
+    return attributes
 
 
 class _KeyAttributes:

@@ -104,16 +104,29 @@ class DnsNames:
 class DnsPeerResolver:
     """PeerResolver: `server.address` of outgoing flows = the name the workload resolved.
 
-    Answers are shared, one object per name (callers must not modify them)."""
+    Names are looked up once per (workload, address) and snapshot: thousands of flows
+    share a few peers. Answers are shared, one object per name (callers must not modify
+    them)."""
 
     def __init__(self, names: DnsNames) -> None:
         self._names = names
         self._answers: dict[str, dict[str, str]] = {}
+        self._looked_up: dict[tuple[int, str], dict[str, str]] = {}
+
+    def observe(self, snapshot) -> None:
+        """A new snapshot: names may have been learned or expired since the last one."""
+        self._looked_up = {}
 
     def peer_attributes(self, key: FlowKey) -> dict[str, str]:
         if key.direction is not Direction.OUTGOING:
             return _NO_NAME
-        name = self._names.name_for(key.workload.cgroup_id, key.peer_address)
+        peer = (key.workload.cgroup_id, key.peer_address)
+        answer = self._looked_up.get(peer)
+        if answer is None:
+            answer = self._looked_up[peer] = self._answer(self._names.name_for(*peer))
+        return answer
+
+    def _answer(self, name: str | None) -> dict[str, str]:
         if not name:
             return _NO_NAME
         answer = self._answers.get(name)

@@ -88,3 +88,23 @@ def test_peer_resolver_names_outgoing_flows_only():
     assert resolver.peer_attributes(key(1, "198.18.31.5")) == {"server.address": "db.test"}
     assert resolver.peer_attributes(key(1, "198.18.31.5", Direction.INCOMING)) == {}
     assert resolver.peer_attributes(key(1, "198.18.31.6")) == {}
+
+
+def test_peer_resolver_looks_names_up_again_each_snapshot():
+    """One lookup per (workload, address) and snapshot, the same answer object per name;
+    a name learned or expired since is seen in the next snapshot."""
+    clock = Clock()
+    names = DnsNames(clock=clock, min_ttl=60)
+    resolver = DnsPeerResolver(names)
+    resolver.observe(None)
+    assert resolver.peer_attributes(key(1, "198.18.31.5")) == {}
+    names.learn(1, "db.test", [a("db.test", "198.18.31.5")])
+    assert resolver.peer_attributes(key(1, "198.18.31.5")) == {}  # same snapshot
+    resolver.observe(None)
+    first = resolver.peer_attributes(key(1, "198.18.31.5"))
+    assert first == {"server.address": "db.test"}
+    resolver.observe(None)
+    assert resolver.peer_attributes(key(1, "198.18.31.5")) is first
+    clock.now += 3600
+    resolver.observe(None)
+    assert resolver.peer_attributes(key(1, "198.18.31.5")) == {}
