@@ -152,11 +152,16 @@ class Enricher:
             records.append(Record(kind, workload[0], made.attributes, series))
 
     def _describe(self, described: dict, workload: Workload) -> tuple[tuple, Attributes]:
-        """(resource items, point attributes) of a workload: last snapshot's while equal."""
+        """(resource items, point attributes) of a workload; each is last snapshot's object
+        while equal (a new pod name leaves the point attributes of its keys as they were)."""
         resource = {**self._host, **self._workloads.resource(workload)}
-        found = (tuple(sorted(resource.items())), self._workloads.point_attributes(workload))
+        items, point = tuple(sorted(resource.items())), self._workloads.point_attributes(workload)
         last = self._described.get(workload)
-        described[workload] = found = last if last == found else found
+        if last is not None:
+            items = last[0] if last[0] == items else items
+            point = last[1] if last[1] == point else point
+        found = last if last is not None and (items, point) == last else (items, point)
+        described[workload] = found
         return found
 
 

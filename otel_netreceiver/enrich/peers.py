@@ -101,18 +101,35 @@ class WorkloadPeers:
         self._pod_answers: dict[int, tuple[object, Attributes]] = {}
 
     def observe(self, snapshot: Snapshot) -> None:
-        """Index this snapshot's local servers and clients (called before enrichment)."""
-        self._servers, self._clients = {}, {}
-        self._last_described, self._described = self._described, {}
-        slots, fresh = self._slots, {}
+        """Index this snapshot's local servers and clients (called before enrichment).
+
+        The index depends only on the keys and their workloads' descriptions: when both
+        are last snapshot's, last snapshot's index is kept as it is.
+        """
+        slots, fresh, known = self._slots, {}, True
         for table in (snapshot.tcp, snapshot.udp):
             for key in table:
-                found = fresh[key] = slots.get(key) or self._slots_of(key)
-                index = self._servers if found.serves else self._clients
-                described = self._described.get(key.workload) or self._describe(key.workload)
-                for slot in found.offers:
-                    _put(index, slot, described)
+                found = slots.get(key)
+                if found is None:
+                    found, known = self._slots_of(key), False
+                fresh[key] = found
         self._slots = fresh
+        self._last_described, self._described = self._described, {}
+        if known and len(fresh) == len(slots) and self._descriptions_kept():
+            return
+        self._servers, self._clients = {}, {}
+        for key, found in fresh.items():
+            index = self._servers if found.serves else self._clients
+            described = self._described.get(key.workload) or self._describe(key.workload)
+            for slot in found.offers:
+                _put(index, slot, described)
+
+    def _descriptions_kept(self) -> bool:
+        """Describe last snapshot's workloads again; True if none changed."""
+        kept = True
+        for workload, last in self._last_described.items():
+            kept = self._describe(workload) is last and kept
+        return kept
 
     def _slots_of(self, key: FlowKey) -> _Slots:
         """Where a key sits in the index and where its peer would be."""

@@ -138,7 +138,7 @@ def test_unchanged_keys_keep_their_attribute_dicts_and_changes_are_seen():
     client, server = enricher.enrich(snapshot).records
     assert client.attributes is not first[0].attributes and client.attributes["peer.k8s.pod.name"] == "api-1"
     assert client.resource is first[0].resource
-    assert dict(server.resource)["k8s.pod.name"] == "api-1" and server.attributes == first[1].attributes
+    assert dict(server.resource)["k8s.pod.name"] == "api-1" and server.attributes is first[1].attributes
 
 
 def test_a_peer_that_leaves_the_snapshot_is_no_longer_named():
