@@ -230,15 +230,14 @@ def build(config: Config, catalog: Catalog | None = None,
     """The agent a configuration describes (exporters open their endpoints here)."""
     catalog = catalog or load_catalog()
     host = host_resource(config)
-    names_enricher = []
+    from otel_netreceiver.enrich.dns_names import DnsNames, DnsPeerResolver
+    from otel_netreceiver.probes.settings import ProbesConfig
+    probes = config.probes or ProbesConfig()
+    names = DnsNames(capacity=probes.names_cache_size)
     if loaders is None:
-        from otel_netreceiver.enrich.dns_names import DnsNames, DnsPeerResolver
-        from otel_netreceiver.probes.settings import ProbesConfig
-        probes = config.probes or ProbesConfig()
-        names = DnsNames(capacity=probes.names_cache_size)
         loaders = default_loaders(catalog, probes, names)
-        names_enricher = [DnsPeerResolver(names)]
-    enricher = build_enricher(config.enrich, host, peers=names_enricher)
+    # (with loaders of its own, e.g. a benchmark's, the agent still resolves names as `run` would)
+    enricher = build_enricher(config.enrich, host, peers=[DnsPeerResolver(names)])
     start_ns = time.time_ns()
     pipelines: dict[bool, Pipeline] = {}
     for exporter_config in config.exporters:
