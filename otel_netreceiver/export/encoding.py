@@ -4,7 +4,8 @@ The SDK builds a Python object per data point and re-encodes every point's attri
 each interval; at 10k series that is seconds of CPU and hundreds of MiB. Here:
 
 * an AttributeSet's KeyValues are encoded once and kept on it (the builder hands out the
-  same set for a series every interval and forgets it when the series is gone);
+  same set for a series every interval and forgets it when the series is gone); each
+  KeyValue is kept too (bounded), so a new series' set encodes only its new values;
 * a Point's own fields (start, value; tag and length in front) are encoded once and kept
   on it (the builder hands out the same Point while its start and value are unchanged);
   its attributes are not copied into it, so the cache costs ~50 bytes a point;
@@ -72,7 +73,7 @@ def requests(batch: Batch, max_points: int, max_bytes: int = 1 << 62) -> Iterato
             size = sum(sizes)
             room = max_bytes - pending.size - pending.overhead(resource.attributes, scope, metric.definition)
             full = pending.points + take >= max_points
-            if size > room:
+            if size > room:  # as many points as fit; none: the next request
                 fit = bisect_right(list(accumulate(sizes)), room)
                 if not fit and pending.points:
                     yield pending.encode()
