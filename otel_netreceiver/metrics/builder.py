@@ -132,21 +132,25 @@ class _Layout:
             return self.metrics
         if self.columns is None:
             self.locate()
-        metrics, renewed = list(self.metrics), set()
+        positions: dict[RecordKind, list[tuple[int, _Unit]]] = {}
         for unit in changed:
-            j = self.index[unit]
-            for i, k, offsets in self.columns[unit.kind]:
-                start, points = offsets[j], unit.points[i]
-                if len(points) != offsets[j + 1] - start:
-                    return None
-                if not points:
+            positions.setdefault(unit.kind, []).append((self.index[unit], unit))
+        metrics = list(self.metrics)
+        for kind, units in positions.items():
+            for i, k, offsets in self.columns[kind]:  # one metric of the kind at a time
+                ranges = []
+                for j, unit in units:
+                    start, points = offsets[j], unit.points[i]
+                    if len(points) != offsets[j + 1] - start:
+                        return None
+                    if points:
+                        ranges.append((start, points))
+                if not ranges:
                     continue
                 if k < 0:  # a metric that had no points at all now has some
                     return None
-                if k not in renewed:
-                    metrics[k] = metrics[k].renewed()
-                    renewed.add(k)
-                metrics[k].replace(start, points)
+                metrics[k] = metrics[k].renewed()
+                metrics[k].replace(ranges)
         self.metrics = metrics
         return metrics
 

@@ -10,6 +10,7 @@ of its data points while the builder hands it out again (see `MetricData.renewed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from otel_netreceiver.flows.model import Histogram
@@ -86,13 +87,17 @@ class MetricData:
         parts = None if self.parts is None else self.parts.copy()
         return MetricData(self.definition, self.temporality, self.points.copy(), parts, stale)
 
-    def replace(self, start: int, points: list[Point]) -> None:
-        """Put `points` in place of as many points from `start` (the encoder re-encodes them)."""
-        stop = start + len(points)
-        self.points[start:stop] = points
+    def replace(self, ranges: list[tuple[int, Sequence[Point]]]) -> None:
+        """Put each (start, points) in place of as many points from start (the encoder
+        re-encodes them)."""
+        spans = []
+        for start, points in ranges:
+            stop = start + len(points)
+            self.points[start:stop] = points
+            spans.append((start, stop))
         if self.parts is None:
             return  # never encoded (e.g. only Prometheus or debug exporters): nothing to patch
-        self.stale.append((start, stop))
+        self.stale.extend(spans)
         if len(self.stale) > len(self.points) // 4:
             self.parts, self.stale = None, []  # cheaper to gather every piece again
 
