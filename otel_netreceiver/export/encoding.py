@@ -222,19 +222,18 @@ def _number_pieces(points: list[Point], pack, value_tag: int) -> list:
             mine = attributes.as_number = _tagged(attributes, _NUMBER_ATTRS)
         if theirs is None:
             theirs = extra.as_number = _tagged(extra, _NUMBER_ATTRS)
-        size = _NUMBER_OWN + len(mine) + len(theirs)
-        head = heads[size]
+        head, size = heads[_NUMBER_OWN + len(mine) + len(theirs)]
         own = point.encoded
         if own is None:
             own = point.encoded = head + pack(_START, point.start_ns, value_tag, point.value)
-        add((own, mine, theirs, len(head) + size))
+        add((own, mine, theirs, size))
     return out
 
 
 def _histogram_pieces(points: list[Point]) -> list:
     """`_pieces` of HistogramDataPoints, in one loop."""
     out: list = []
-    add, heads = out.extend, _HEADS
+    add, heads, sizes = out.extend, _HEADS, _SIZES
     bounds, packed_bounds = None, b""  # the metric's points share their bounds: packed once
     for point in points:
         attributes, extra = point.attributes, point.extra
@@ -250,19 +249,22 @@ def _histogram_pieces(points: list[Point]) -> list:
                 bounds, packed_bounds = value.bounds, _packed_bounds(value.bounds)
             own = (_HISTOGRAM_HEAD(_START, point.start_ns, 0x21, value.count, 0x29, value.sum)
                    + _packed_counts(value.counts) + packed_bounds)
-            own = point.encoded = heads[len(own) + len(mine) + len(theirs) + 9] + own
-        add((own, mine, theirs, len(own) + len(mine) + len(theirs) + 9))
+            own = point.encoded = heads[len(own) + len(mine) + len(theirs) + 9][0] + own
+        add((own, mine, theirs, sizes.setdefault(size := len(own) + len(mine) + len(theirs) + 9, size)))
     return out
 
 
 class _Heads(dict):
-    """A data point's tag and length, by length (a few hundred distinct lengths)."""
+    """A data point's tag and length, and its whole size, by length (a few hundred distinct
+    lengths: the kept sizes share these ints instead of holding one each)."""
 
-    def __missing__(self, size: int) -> bytes:
-        head = self[size] = bytes([_LEN1]) + _varint(size)
-        return head
+    def __missing__(self, size: int) -> tuple[bytes, int]:
+        head = bytes([_LEN1]) + _varint(size)
+        entry = self[size] = (head, _SIZES.setdefault(len(head) + size, len(head) + size))
+        return entry
 
 
+_SIZES: dict[int, int] = {}  # a data point's whole size, one int object a value
 _HEADS = _Heads()
 
 
