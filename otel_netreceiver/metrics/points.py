@@ -64,15 +64,16 @@ class Point:
 class MetricData:
     """The points of one catalog metric in one resource and scope.
 
-    `parts` and `stale` are the encoder's: its data points' pieces, kept while the builder
-    hands out this MetricData again (or a `renewed` copy), and the [start, stop) ranges of
-    points the builder replaced since they were made.
+    `parts` and `stale` are the encoder's: its data points' pieces (bytes, and each
+    point's encoded size), kept while the builder hands out this MetricData again (or a
+    `renewed` copy), and the [start, stop) ranges of points the builder replaced since
+    they were made.
     """
 
     definition: MetricDef
     temporality: int  # DELTA or CUMULATIVE (ignored for gauges)
     points: list[Point]
-    parts: list[bytes] | None = field(default=None, repr=False, compare=False)
+    parts: list[bytes | int] | None = field(default=None, repr=False, compare=False)
     stale: list[tuple[int, int]] = field(default_factory=list, repr=False, compare=False)
 
     def renewed(self) -> "MetricData":
