@@ -41,7 +41,9 @@ class PeerResolver(Protocol):
 
     A resolver may also define `observe(snapshot)`: the Enricher calls it once per
     snapshot before any `peer_attributes`, so it can index the snapshot's flows (local
-    peers are found by matching the two halves of a connection).
+    peers are found by matching the two halves of a connection). After `observe` it may
+    set `unchanged = True` to promise that every key of the last snapshot would get the
+    very object it got then; when all resolvers promise it, those keys are not asked.
     """
 
     def peer_attributes(self, key: FlowKey) -> Attributes: ...
@@ -142,10 +144,16 @@ class Enricher:
         answered with last snapshot's objects gets last snapshot's attribute dict."""
         last = self._keys
         resolvers = [] if kind is RecordKind.DNS else [peer.peer_attributes for peer in self._peers]
+        # resolvers that say every answer is last snapshot's need not be asked again
+        unchanged = not resolvers or all(getattr(peer, "unchanged", False) for peer in self._peers)
         for key, series in table.items():
             workload = described.get(key.workload) or self._describe(described, key.workload)
-            answers = [resolve(key) for resolve in resolvers]
             made = last.get(key)
+            if unchanged and made is not None and made.point is workload[1]:
+                keys[key] = made
+                records.append(Record(kind, workload[0], made.attributes, series))
+                continue
+            answers = [resolve(key) for resolve in resolvers]
             if made is None or made.point is not workload[1] or not all(map(is_, made.answers, answers)):
                 made = _KeyAttributes(workload[1], answers, _merged(of_key(key), answers, workload[1]))
             keys[key] = made

@@ -15,6 +15,7 @@ it is the name in the workload's configuration.
 from __future__ import annotations
 
 import ipaddress
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -69,9 +70,22 @@ class DnsNames:
         self._clock = clock
         self._lock = threading.Lock()
         self.evictions = 0
+        self._version = 0  # see version()
+        self._first_expiry = math.inf  # no entry expires before (a lower bound)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def version(self) -> int:
+        """A number that changes whenever name_for may answer differently than before: a
+        name learned, changed, refreshed after it expired, evicted or expired."""
+        now = self._clock()
+        with self._lock:
+            if now >= self._first_expiry:
+                self._version += 1
+                self._first_expiry = min((expiry for _, expiry in self._entries.values() if expiry > now),
+                                         default=math.inf)
+            return self._version
 
     def learn(self, cgroup_id: int, question: str, answers: Iterable[Answer]) -> None:
         """Record the addresses a workload's question resolved to."""
@@ -80,8 +94,8 @@ class DnsNames:
             for address, ttl in resolved_addresses(question, answers):
                 expiry = now + min(max(ttl, self._min_ttl), self._max_ttl)
                 text = canonical_address(address)
-                self._put((cgroup_id, text), (question, expiry))
-                self._put((HOST_WIDE, text), (question, expiry))
+                self._put((cgroup_id, text), (question, expiry), now)
+                self._put((HOST_WIDE, text), (question, expiry), now)
 
     def name_for(self, cgroup_id: int, address: str) -> str | None:
         """The name `cgroup_id` resolved to `address`, else the host-wide one, else None."""
@@ -93,12 +107,17 @@ class DnsNames:
                     return entry[0]
         return None
 
-    def _put(self, key: tuple[int, str], value: tuple[str, float]) -> None:
+    def _put(self, key: tuple[int, str], value: tuple[str, float], now: float) -> None:
+        last = self._entries.get(key)
+        if last is None or last[0] != value[0] or last[1] <= now:
+            self._version += 1
         self._entries[key] = value
         self._entries.move_to_end(key)
+        self._first_expiry = min(self._first_expiry, value[1])
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
             self.evictions += 1
+            self._version += 1
 
 
 class DnsPeerResolver:
@@ -112,10 +131,16 @@ class DnsPeerResolver:
         self._names = names
         self._answers: dict[str, dict[str, str]] = {}
         self._looked_up: dict[tuple[int, str], dict[str, str]] = {}
+        self._version: int | None = None
+        # True after `observe` when no name was learned, changed or expired since the last
+        # snapshot: every flow would get the answer object it got then (see Enricher)
+        self.unchanged = False
 
     def observe(self, snapshot) -> None:
         """A new snapshot: names may have been learned or expired since the last one."""
         self._looked_up = {}
+        version = self._names.version()
+        self.unchanged, self._version = version == self._version, version
 
     def peer_attributes(self, key: FlowKey) -> dict[str, str]:
         if key.direction is not Direction.OUTGOING:

@@ -106,6 +106,7 @@ class PodStore:
         self._pods: dict[str, PodInfo] = {}
         self._by_ip: dict[str, PodInfo] = {}
         self.synced = threading.Event()
+        self.version = 0  # changes with every change of what by_ip may answer
 
     def replace(self, raws: Iterable[dict]) -> None:
         """Replace everything with a fresh list (after list or relist)."""
@@ -127,6 +128,7 @@ class PodStore:
 
     def _reindex(self) -> None:
         self._by_ip = {ip: pod for pod in self._pods.values() for ip in pod.ips}
+        self.version += 1
 
     def pod(self, uid: str) -> PodInfo | None:
         with self._lock:

@@ -38,6 +38,8 @@ NetnsReader = Callable[[int], tuple[int, frozenset[str]]]
 
 
 class PodsByIp(Protocol):
+    version: int  # changes whenever by_ip may answer differently
+
     def by_ip(self, ip: str): ...
 
 
@@ -99,6 +101,10 @@ class WorkloadPeers:
         self._last_described: dict[Workload, Attributes] = {}
         self._slots: dict[FlowKey, _Slots] = {}
         self._pod_answers: dict[int, tuple[object, Attributes]] = {}
+        self._pods_version = None
+        # True after `observe` when every key of the last snapshot would get the very
+        # answer object it got then (same keys, workloads and pods): see Enricher
+        self.unchanged = False
 
     def observe(self, snapshot: Snapshot) -> None:
         """Index this snapshot's local servers and clients (called before enrichment).
@@ -115,7 +121,12 @@ class WorkloadPeers:
                 fresh[key] = found
         self._slots = fresh
         self._last_described, self._described = self._described, {}
+        pods_version = getattr(self._pods, "version", None) if self._pods is not None else 0
+        pods_kept = pods_version is not None and pods_version == self._pods_version
+        self._pods_version = pods_version
+        self.unchanged = False
         if known and len(fresh) == len(slots) and self._descriptions_kept():
+            self.unchanged = pods_kept
             return
         self._servers, self._clients = {}, {}
         for key, found in fresh.items():

@@ -108,3 +108,48 @@ def test_peer_resolver_looks_names_up_again_each_snapshot():
     clock.now += 3600
     resolver.observe(None)
     assert resolver.peer_attributes(key(1, "198.18.31.5")) == {}
+
+
+def test_version_changes_exactly_when_an_answer_may_change():
+    clock = Clock()
+    names = DnsNames(capacity=4, clock=clock, min_ttl=60)
+    seen = [names.version()]
+
+    def changed() -> bool:
+        seen.append(names.version())
+        return seen[-1] != seen[-2]
+
+    assert not changed()
+    names.learn(1, "db.test", [a("db.test", "198.18.31.5")])
+    assert changed()  # a new name
+    clock.now += 10
+    names.learn(1, "db.test", [a("db.test", "198.18.31.5")])
+    assert not changed()  # the same name again, only its expiry moves
+    names.learn(1, "db2.test", [a("db2.test", "198.18.31.5")])
+    assert changed()  # the address now names another question
+    clock.now += 3600
+    assert changed()  # expired
+    assert not changed()
+    names.learn(1, "db2.test", [a("db2.test", "198.18.31.5")])
+    assert changed()  # the same name again, after it had expired
+    for index in range(3):
+        names.learn(2, f"n{index}.test", [a(f"n{index}.test", f"198.18.32.{index}")])
+    assert changed() and names.evictions > 0
+
+
+def test_peer_resolver_says_when_every_answer_is_last_snapshots():
+    clock = Clock()
+    names = DnsNames(clock=clock, min_ttl=60)
+    resolver = DnsPeerResolver(names)
+    resolver.observe(None)
+    assert not resolver.unchanged  # nothing to compare with yet
+    resolver.observe(None)
+    assert resolver.unchanged
+    names.learn(1, "db.test", [a("db.test", "198.18.31.5")])
+    resolver.observe(None)
+    assert not resolver.unchanged
+    resolver.observe(None)
+    assert resolver.unchanged
+    clock.now += 3600
+    resolver.observe(None)
+    assert not resolver.unchanged

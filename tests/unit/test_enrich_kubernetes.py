@@ -68,3 +68,16 @@ def test_store_apply_and_replace():
     store.apply("DELETED", items[0])
     assert store.pod_attributes(info) == {}
     assert store.by_ip("10.244.1.17") is None
+
+
+def test_store_version_moves_with_every_change_by_ip_could_see():
+    items = json.loads((FIXTURES / "pods_list.json").read_bytes())["items"]
+    store = PodStore()
+    versions = [store.version]
+    store.replace(items)
+    versions.append(store.version)
+    store.apply("MODIFIED", items[0])
+    versions.append(store.version)
+    store.apply("DELETED", items[0])
+    versions.append(store.version)
+    assert len(set(versions)) == 4

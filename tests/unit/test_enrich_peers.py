@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from otel_netreceiver.enrich.base import Enricher, HostOnly
+from otel_netreceiver.enrich.dns_names import DnsNames, DnsPeerResolver
 from otel_netreceiver.enrich.peers import WorkloadPeers, parse_fib_trie, parse_if_inet6
+from otel_netreceiver.flows.dns_parser import Answer
 from otel_netreceiver.flows.model import (
     Direction, Family, FlowKey, Series, Snapshot, TcpStats, Transport, Workload,
 )
@@ -148,3 +150,39 @@ def test_a_peer_that_leaves_the_snapshot_is_no_longer_named():
     assert both[0].attributes["peer.container.id"] == "bb" * 32
     [alone] = enricher.enrich(Snapshot(0, tcp={FLOWS[0]: Series(0, TcpStats())})).records
     assert "peer.container.id" not in alone.attributes
+
+
+class VersionedPods(Pods):
+    version = 1
+
+
+def test_workload_peers_say_unchanged_only_for_the_same_keys_workloads_and_pods():
+    pods = VersionedPods()
+    resolver = WorkloadPeers(Resources(), pods, netns=NETNS.__getitem__)
+    snapshot = Snapshot(0, tcp={k: Series(0, TcpStats()) for k in FLOWS})
+    resolver.observe(snapshot)
+    assert not resolver.unchanged
+    resolver.observe(snapshot)
+    assert resolver.unchanged
+    pods.version = 2  # a pod came or went
+    resolver.observe(snapshot)
+    assert not resolver.unchanged
+    resolver.observe(Snapshot(0, tcp={k: Series(0, TcpStats()) for k in FLOWS[1:]}))
+    assert not resolver.unchanged
+    assert not WorkloadPeers(Resources(), Pods(), netns=NETNS.__getitem__).unchanged  # no version: never
+
+
+def test_a_name_learned_between_snapshots_reaches_unchanged_flows():
+    """Flows whose resolvers all stay unchanged keep their dicts without being asked; a
+    name learned meanwhile makes the DNS resolver changed, and the flow gets the name."""
+    names = DnsNames()
+    enricher = Enricher({"host.name": "h"}, Resources(),
+                        [WorkloadPeers(Resources(), netns=NETNS.__getitem__), DnsPeerResolver(names)])
+    snapshot = Snapshot(0, tcp={k: Series(0, TcpStats()) for k in FLOWS[:2]})
+    enricher.enrich(snapshot)
+    first = enricher.enrich(snapshot).records
+    again = enricher.enrich(snapshot).records
+    assert all(a.attributes is b.attributes for a, b in zip(first, again))
+    names.learn(WEB.cgroup_id, "api.test", [Answer("api.test", 1, 300, "198.18.40.2")])
+    client, server = enricher.enrich(snapshot).records
+    assert client.attributes["server.address"] == "api.test" and server.attributes is first[1].attributes
