@@ -38,8 +38,9 @@ def add_tcp(total: TcpStats, delta: TcpStats) -> TcpStats:
 
 
 def add_histogram(total: Histogram | None, delta: Histogram | None) -> Histogram | None:
-    """A new histogram `total` + `delta`; one of them when the other adds nothing."""
-    if delta is None or (delta.count == 0 and total is not None):
+    """A new histogram `total` + `delta`; one of them when the other adds nothing (a
+    histogram without samples is no histogram: `total` may stay None)."""
+    if delta is None or delta.count == 0:
         return total
     if total is None:
         return delta
@@ -49,22 +50,21 @@ def add_histogram(total: Histogram | None, delta: Histogram | None) -> Histogram
                      total.sum + delta.sum, total.count + delta.count)
 
 
-def empty_tcp(duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...]) -> TcpStats:
-    """Zero stats with both histograms present (so every series exports them)."""
-    return TcpStats(failed={reason: 0 for reason in FailureReason},
-                    duration=Histogram.empty(duration_bounds), rtt=Histogram.empty(rtt_bounds))
+def empty_tcp() -> TcpStats:
+    """Zero stats: no failure yet and no histogram until its first sample (as an SDK
+    histogram, a series exports `tcp.rtt` and `tcp.connection.duration` once they have
+    one: an empty point says nothing, and long-lived connections never close)."""
+    return TcpStats(failed={reason: 0 for reason in FailureReason})
 
 
 class FlowTable:
     """Cumulative TCP series per FlowKey, fed once per interval with deltas."""
 
-    def __init__(self, duration_bounds: tuple[float, ...], rtt_bounds: tuple[float, ...],
-                 idle_intervals: int = 10):
-        self.duration_bounds, self.rtt_bounds = duration_bounds, rtt_bounds
+    def __init__(self, idle_intervals: int = 10):
         self.idle_intervals = idle_intervals
         self._series: dict[FlowKey, Series] = {}
         self._changed: dict[FlowKey, int] = {}  # the last apply() that changed each key
-        self._empty = empty_tcp(duration_bounds, rtt_bounds)  # shared, never changed
+        self._empty = empty_tcp()  # shared, never changed
         self._applied = 0  # apply() calls so far
 
     def __len__(self) -> int:

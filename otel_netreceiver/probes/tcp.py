@@ -179,8 +179,7 @@ class TcpCollector:
         self.settings = settings or TcpSettings()
         self.list_netns = list_netns
         self.clock = clock
-        self.table = FlowTable(self.settings.duration_bounds, self.settings.rtt_bounds,
-                               self.settings.idle_intervals)
+        self.table = FlowTable(self.settings.idle_intervals)
         self._keys: dict[bytes, FlowKey] = {}  # kernel key bytes -> decoded key
         self._workloads: dict[bytes, Workload] = {}  # kernel identity bytes -> Workload
         self._loader: Loader | None = None

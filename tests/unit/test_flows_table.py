@@ -25,7 +25,7 @@ def delta(**counts) -> TcpStats:
 
 
 def test_deltas_accumulate_and_start_time_is_first_seen():
-    table = FlowTable(DURATION, RTT)
+    table = FlowTable()
     table.apply({key(): delta(opened=2, active=2, bytes_sent=10)}, now_ns=100)
     table.apply({key(): delta(closed=2, active=-2, bytes_sent=5)}, now_ns=200)
     snap = Snapshot(time_ns=200)
@@ -37,7 +37,7 @@ def test_deltas_accumulate_and_start_time_is_first_seen():
 
 
 def test_failures_and_histograms_merge():
-    total = empty_tcp(DURATION, RTT)
+    total = empty_tcp()
     one = delta(failed={FailureReason.TIMEOUT: 2})
     one.duration.counts, one.duration.sum, one.duration.count = [1, 0, 1], 2.05, 2
     total = add_tcp(add_tcp(total, one), one)
@@ -52,7 +52,7 @@ def test_failures_and_histograms_merge():
     (1, 3, 10, True),   # a live connection keeps its key
 ])
 def test_idle_eviction(active, idle_intervals, quiet, kept):
-    table = FlowTable(DURATION, RTT, idle_intervals=idle_intervals)
+    table = FlowTable(idle_intervals=idle_intervals)
     table.apply({key(): delta(opened=1, active=active)}, now_ns=1)
     for step in range(quiet):
         table.apply({}, now_ns=2 + step)
@@ -60,14 +60,14 @@ def test_idle_eviction(active, idle_intervals, quiet, kept):
 
 
 def test_changed_key_is_not_evicted():
-    table = FlowTable(DURATION, RTT, idle_intervals=2)
+    table = FlowTable(idle_intervals=2)
     for step in range(5):
         table.apply({key(): delta(bytes_sent=1)}, now_ns=step)
     assert len(table) == 1
 
 
 def test_snapshot_gets_copies():
-    table = FlowTable(DURATION, RTT)
+    table = FlowTable()
     table.apply({key(): delta(opened=1)}, now_ns=1)
     first = Snapshot(time_ns=1)
     table.fill(first)
@@ -76,7 +76,7 @@ def test_snapshot_gets_copies():
 
 
 def test_unchanged_series_are_not_copied_again():
-    table = FlowTable(DURATION, RTT)
+    table = FlowTable()
     table.apply({key(port=80): delta(opened=1), key(port=443): delta(opened=1)}, now_ns=1)
     first = Snapshot(time_ns=1)
     table.fill(first)
@@ -89,7 +89,7 @@ def test_unchanged_series_are_not_copied_again():
 
 
 def test_keys_stay_apart():
-    table = FlowTable(DURATION, RTT)
+    table = FlowTable()
     table.apply({key(port=80): delta(opened=1), key(port=443): delta(opened=3)}, now_ns=1)
     snap = Snapshot(time_ns=1)
     table.fill(snap)
@@ -118,18 +118,32 @@ def test_add_tcp_changes_neither_input_and_shares_what_did_not_change():
 
 def test_histograms_with_other_bounds_are_refused():
     with pytest.raises(ValueError, match="different bounds"):
-        add_tcp(empty_tcp(DURATION, RTT), TcpStats(rtt=Histogram((0.5,), [1, 0], 0.1, 1)))
+        add_tcp(TcpStats(rtt=Histogram.empty(RTT)), TcpStats(rtt=Histogram((0.5,), [1, 0], 0.1, 1)))
 
 
 def test_apply_adds_deltas_of_any_form_with_the_given_add():
     def add_opened(total: TcpStats, opened: int) -> TcpStats:
         return dataclasses.replace(total, opened=total.opened + opened)
 
-    table = FlowTable(DURATION, RTT)
+    table = FlowTable()
     table.apply({key(port=1): 2, key(port=2): 5}, now_ns=10, add=add_opened)
     table.apply({key(port=1): 3}, now_ns=20, add=add_opened)
     snap = Snapshot(time_ns=20)
     table.fill(snap)
     assert {k.server_port: (s.start_ns, s.stats.opened) for k, s in snap.tcp.items()} == {
         1: (10, 5), 2: (10, 5)}
-    assert snap.tcp[key(port=2)].stats.duration == Histogram.empty(DURATION)  # from the empty total
+    assert snap.tcp[key(port=2)].stats == TcpStats(opened=5, failed=empty_tcp().failed)  # the empty total + 5
+
+
+def test_a_histogram_appears_with_its_first_sample():
+    """No empty histogram points: a flow whose connections never closed has no duration."""
+    table = FlowTable()
+    table.apply({key(): delta(opened=1, active=1)}, now_ns=100)
+    snap = Snapshot(time_ns=100)
+    table.fill(snap)
+    assert (snap.tcp[key()].stats.duration, snap.tcp[key()].stats.rtt) == (None, None)
+    sampled = delta()
+    sampled.rtt = Histogram(RTT, [1, 0], 0.0005, 1)
+    table.apply({key(): sampled}, now_ns=200)
+    table.fill(snap)
+    assert snap.tcp[key()].stats.rtt == sampled.rtt and snap.tcp[key()].stats.duration is None

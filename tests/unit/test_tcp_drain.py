@@ -115,7 +115,7 @@ def with_duration(stats: abi.FlowStats) -> abi.FlowStats:
 
 
 @pytest.mark.parametrize("total", [
-    empty_tcp(*BOUNDS),                                   # a new key's total
+    empty_tcp(),                                          # a new key's total
     TcpStats(),                                           # no histograms, no failure reasons
     TcpStats(failed={FailureReason.RESET: 3}),            # some reasons only
     tcp.decode_stats(HISTORY[0], SETTINGS),               # histograms with samples
@@ -143,7 +143,7 @@ def test_add_words_shares_what_the_words_leave_as_it_was():
 
 
 def test_add_words_refuses_other_bounds():
-    total = empty_tcp((0.5,), SETTINGS.rtt_bounds)
+    total = TcpStats(duration=Histogram.empty((0.5,)))
     with pytest.raises(ValueError, match="different bounds"):
         tcp.add_words(BOUNDS, total, words(with_duration(raw_stats(1))))
 
@@ -151,12 +151,12 @@ def test_add_words_refuses_other_bounds():
 def test_collect_tables_the_drained_words(drained):
     """What collect() does with drain's deltas: the table adds them with add_words."""
     settings, collector_key = tcp.TcpSettings(), tcp.decode_key(raw_key(80))
-    table = FlowTable(*BOUNDS)
+    table = FlowTable()
     for entry in HISTORY:
         table.apply(drained([(raw_key(80), entry)]), 5, functools.partial(tcp.add_words, BOUNDS))
     snapshot = Snapshot(time_ns=9)
     table.fill(snapshot)
-    expected = empty_tcp(*BOUNDS)
+    expected = empty_tcp()
     for entry in HISTORY:
         expected = add_tcp(expected, tcp.decode_stats(entry, settings))
     assert snapshot.tcp == {collector_key: Series(5, expected)}
