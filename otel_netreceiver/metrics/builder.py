@@ -183,14 +183,15 @@ class _Reader:
         self._read = attrgetter(*names) if len(names) > 1 else (
             (lambda stats: (getattr(stats, names[0]),)) if names else (lambda stats: ()))
 
-    def points(self, series, projections: list[AttributeSet]) -> list[list[Point]]:
-        """Per metric of the kind, the series' points (empty lists for `varying` ones)."""
+    def points(self, series, projections: list[AttributeSet]) -> list[tuple[Point, ...]]:
+        """Per metric of the kind, the series' points (none for `varying` metrics), kept as
+        tuples: a unit keeps them while its series is unchanged (half a list's memory)."""
         out: list[list[Point]] = [[] for _ in range(self.count)]
         start = series.start_ns
         for (i, extra, typed, gauge), value in zip(self.slots, self._read(series.stats)):
             if value is not None:
                 out[i].append(Point(projections[i], extra, 0 if gauge else start, typed(value)))
-        return out
+        return list(map(tuple, out))
 
 
 class MetricsBuilder:
@@ -352,7 +353,7 @@ class MetricsBuilder:
         else:  # the common case: one series, every extra attribute set its own
             unit.points = self._readers[unit.kind].points(unit.record.series, unit.projections)
             for metric in self._readers[unit.kind].varying:
-                unit.points[metric.index] = self._points(metric, unit.projections[metric.index], [unit.record])
+                unit.points[metric.index] = tuple(self._points(metric, unit.projections[metric.index], [unit.record]))
         series = None if unit.others else unit.record.series
         if unit.series is not None and self._by_series.get(id(unit.series)) is unit:
             del self._by_series[id(unit.series)]
