@@ -94,6 +94,7 @@ class Agent:
             # 5. Out to every exporter of this temporality.
             for exporter in pipeline.exporters:
                 self._export(exporter, data, final)
+        _GARBAGE.after_interval()
 
     def shutdown(self) -> None:
         """Stop enrichment watchers, then every exporter (each at most once)."""
@@ -160,7 +161,38 @@ def settle_memory(young_threshold: int = 50_000) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(young_threshold, 20, 100)
+    _GARBAGE.active = True
     _one_malloc_arena()
+
+
+class _IntervalGarbage:
+    """What survives an interval is frozen out of the cyclic collector's sight.
+
+    The collector triggers on allocations minus deallocations, so an interval that
+    replaces a million kept objects (every point of 100k changed series) triggers almost
+    no young collection, and the one that comes scans everything made since: 100-400 ms
+    at 100k series, with nothing to collect. Freezing after each interval keeps the
+    young generation to one interval's objects; every FULL_EVERY intervals everything is
+    unfrozen and collected once, so cycles (rare here) are still freed.
+    """
+
+    FULL_EVERY = 60  # intervals (10 minutes at the default 10 s)
+
+    def __init__(self) -> None:
+        self.active = False  # set by settle_memory
+        self._intervals = 0
+
+    def after_interval(self) -> None:
+        if not self.active:
+            return
+        self._intervals += 1
+        if self._intervals % self.FULL_EVERY == 0:
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
+
+
+_GARBAGE = _IntervalGarbage()
 
 
 def _one_malloc_arena() -> None:

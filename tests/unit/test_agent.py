@@ -2,6 +2,7 @@
 
 import gc
 import threading
+import weakref
 
 import pytest
 
@@ -167,7 +168,35 @@ def test_settle_memory_freezes_start_up_and_raises_the_young_threshold():
     try:
         agent.settle_memory(young_threshold=12_345)
         assert gc.get_threshold()[0] == 12_345
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > 0 and agent._GARBAGE.active
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        agent._GARBAGE.active = False
+
+
+def test_interval_garbage_freezes_survivors_and_collects_cycles_every_full_interval():
+    garbage = agent._IntervalGarbage()
+    garbage.FULL_EVERY = 3
+    gc.unfreeze()
+    try:
+        garbage.after_interval()
+        assert gc.get_freeze_count() == 0  # not settled: the collector is left alone
+        garbage.active = True
+        cycle = _Probe()
+        cycle.self = cycle  # garbage only the cyclic collector can free
+        probe = weakref.ref(cycle)
+        del cycle
+        garbage.after_interval()  # interval 1: frozen, so out of the collector's sight
+        assert gc.get_freeze_count() > 0
+        gc.collect()
+        assert probe() is not None
+        garbage.after_interval()  # 2
+        garbage.after_interval()  # 3: unfrozen and collected, then frozen again
+        assert probe() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+class _Probe:
+    pass
