@@ -8,7 +8,8 @@ containers and peers, default catalog, OTLP/HTTP to the null sink), with its TCP
 collector's socket and flow maps sized for N. Before each interval a fraction of the connections
 send one byte, so that interval has all, a tenth or none of the series changed; the CPU
 and wall time of `Agent.tick()` (collect + enrich + build + export) are measured per
-interval, and the process's RSS after the run and at its peak.
+interval, with the thread CPU of each of those stages (the export runs in a thread of
+its own), and the process's RSS after the run and at its peak.
 """
 
 from __future__ import annotations
@@ -104,9 +105,9 @@ def _agent(endpoint: str, collector):
 
 
 def _intervals(the_agent, clients) -> list[dict]:
-    rows = []
+    rows, stages = [], StageClock(the_agent)
     for phase, every, count in PHASES:
-        cpu, wall = [], []
+        cpu, wall, split = [], [], []
         for _ in range(count):
             for client in clients:
                 client.stdin.write(f"poke {every}\n")
@@ -116,8 +117,47 @@ def _intervals(the_agent, clients) -> list[dict]:
             timed = _timed(the_agent.tick)
             cpu.append(timed["cpu_ms"])
             wall.append(timed["wall_ms"])
-        rows.append({"phase": phase, "intervals": count, "cpu_ms": cpu, "wall_ms": wall})
+            split.append(stages.take())
+        rows.append({"phase": phase, "intervals": count, "cpu_ms": cpu, "wall_ms": wall, "stages": split})
     return rows
+
+
+class StageClock:
+    """Thread CPU ms spent in each stage of the agent's intervals.
+
+    Wraps the stage methods of the agent's own collectors, enricher, builders and
+    exporters (instance attributes shadow the methods; the benchmark reads the agent's
+    private parts, nothing else does).
+    """
+
+    STAGES = ("collect", "enrich", "build", "export")
+
+    def __init__(self, the_agent) -> None:
+        self._ms = dict.fromkeys(self.STAGES, 0.0)
+        for collector in the_agent._collectors:
+            self._wrap(collector, "collect", "collect")
+        self._wrap(the_agent._enricher, "enrich", "enrich")
+        for pipeline in the_agent._pipelines:
+            self._wrap(pipeline.builder, "build", "build")
+            for exporter in pipeline.exporters:
+                self._wrap(exporter, "export", "export")
+
+    def _wrap(self, owner, method: str, stage: str) -> None:
+        inner = getattr(owner, method)
+
+        def timed(*args, **kwargs):
+            started = time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self._ms[stage] += 1000 * (time.thread_time() - started)
+
+        setattr(owner, method, timed)
+
+    def take(self) -> dict[str, float]:
+        """The stages' ms since the last take."""
+        out, self._ms = self._ms, dict.fromkeys(self.STAGES, 0.0)
+        return out
 
 
 def _timed(work) -> dict:
@@ -154,17 +194,25 @@ def run(args) -> int:
 def render(rows: list[dict]) -> str:
     lines = ["### real kernel path: one agent interval (collect + enrich + build + export) "
              "with N flow keys", "",
-             "| flow keys | connections | interval | CPU ms (median [min–max]) | wall ms "
-             "| CPU µs per key | RSS MiB after | peak RSS MiB | losses |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| flow keys | connections | interval | CPU ms (median [min–max]) | collect / enrich / "
+             "build / export ms | wall ms | CPU µs per key | RSS MiB after | peak RSS MiB | losses |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for p in r["phases"]:
             cpu = statistics.median(p["cpu_ms"])
             spread = f" [{min(p['cpu_ms']):.0f}–{max(p['cpu_ms']):.0f}]" if len(p["cpu_ms"]) > 1 else ""
             lines.append(f"| {r['keys']:,} | {r['connections']:,} | {p['phase']} | {cpu:.0f}{spread} | "
-                         f"{statistics.median(p['wall_ms']):.0f} | {1000 * cpu / max(1, r['keys']):.1f} | "
+                         f"{_split(p.get('stages', []))} | {statistics.median(p['wall_ms']):.0f} | "
+                         f"{1000 * cpu / max(1, r['keys']):.1f} | "
                          f"{r['rss_MiB']:.1f} | {r['peak_rss_MiB']:.1f} | {r['losses']} |")
     return "\n".join(lines)
+
+
+def _split(stages: list[dict[str, float]]) -> str:
+    """Median thread CPU ms of each stage over a phase's intervals."""
+    if not stages:
+        return "-"
+    return " / ".join(f"{statistics.median(s[name] for s in stages):.0f}" for name in StageClock.STAGES)
 
 
 if __name__ == "__main__":

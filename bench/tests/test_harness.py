@@ -6,10 +6,11 @@ They are outside `tests/` on purpose: benchmarks are never part of the project's
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
-from bench import completeness, procstat, report, runner, series
+from bench import completeness, flows, procstat, report, runner, series
 from bench.monitors import Usage
 from otel_netreceiver.flows.model import (
     Direction, Family, FlowKey, Series, Snapshot, TcpStats, Transport, Workload,
@@ -83,3 +84,33 @@ def test_opened_counts_only_the_server_per_direction():
         key(Direction.INCOMING, "198.18.50.1", 81, "198.18.50.2"): Series(0, TcpStats(opened=100)),
     })
     assert completeness.opened(snap, "198.18.50.2", 80) == {"outgoing": 7, "incoming": 7}
+
+
+def test_stage_clock_splits_an_interval_by_stage():
+    class Stage:
+        def __init__(self, spin_s):
+            self.spin_s, self.calls = spin_s, 0
+
+        def run(self, *args):
+            self.calls += 1
+            end = time.thread_time() + self.spin_s
+            while time.thread_time() < end:
+                pass
+            return args
+
+    class Pipeline:
+        def __init__(self):
+            self.builder = type("B", (), {"build": Stage(0.02).run})()
+            self.exporters = [type("E", (), {"export": Stage(0.0).run})()]
+
+    class Agent:
+        _collectors = [type("C", (), {"collect": Stage(0.0).run})()]
+        _enricher = type("N", (), {"enrich": Stage(0.0).run})()
+        _pipelines = [Pipeline()]
+
+    agent = Agent()
+    clock = flows.StageClock(agent)
+    assert agent._pipelines[0].builder.build(1, 2) == (1, 2)
+    taken = clock.take()
+    assert taken["build"] >= 20 and taken["collect"] < 5 and clock.take()["build"] == 0
+    assert flows._split([taken, taken]).split(" / ")[2] == f"{taken['build']:.0f}"
