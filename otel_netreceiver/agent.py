@@ -88,13 +88,14 @@ class Agent:
         # 3. Workloads -> resources, flow keys -> attributes.
         enriched = self._enricher.enrich(snapshot)
         self._telemetry.collection_duration_s = time.perf_counter() - started
+        failed = False
         for pipeline in self._pipelines:
             # 4. Catalog -> a metrics Batch in this pipeline's temporality.
             data = pipeline.builder.build(enriched, self._telemetry)
             # 5. Out to every exporter of this temporality.
             for exporter in pipeline.exporters:
-                self._export(exporter, data, final)
-        _GARBAGE.after_interval()
+                failed = not self._export(exporter, data, final) or failed
+        _GARBAGE.after_interval(failed)
 
     def shutdown(self) -> None:
         """Stop enrichment watchers, then every exporter (each at most once)."""
@@ -113,7 +114,7 @@ class Agent:
             if self._errors.allow(f"collect {type(collector).__name__}"):
                 log.warning("%s: collect failed: %s", type(collector).__name__, err)
 
-    def _export(self, exporter: Exporter, data, final: bool) -> None:
+    def _export(self, exporter: Exporter, data, final: bool) -> bool:
         # A stop must not wait for a slow backend: a periodic export is abandoned when stop
         # is set, the final one after FINAL_EXPORT_TIMEOUT_S.
         limit, stop = (FINAL_EXPORT_TIMEOUT_S, None) if final else (None, self._stop)
@@ -124,6 +125,7 @@ class Agent:
             if self._errors.allow(f"export {exporter.name}"):
                 log.warning("exporter %s: export failed (%d so far; logged at most once a minute)",
                             exporter.name, failures[exporter.name])
+        return ok
 
 
 def _export_within(exporter: Exporter, data, timeout_s: float | None,
@@ -174,6 +176,11 @@ class _IntervalGarbage:
     at 100k series, with nothing to collect. Freezing after each interval keeps the
     young generation to one interval's objects; every FULL_EVERY intervals everything is
     unfrozen and collected once, so cycles (rare here) are still freed.
+
+    A failed export is the exception: the SDK's exporters keep the error in a local, a
+    cycle that holds the frames down to the interval's Batch. Such an interval is
+    collected before it is frozen (only its own objects are not frozen yet), so an
+    unreachable backend does not keep a Batch alive per interval.
     """
 
     FULL_EVERY = 60  # intervals (10 minutes at the default 10 s)
@@ -182,12 +189,14 @@ class _IntervalGarbage:
         self.active = False  # set by settle_memory
         self._intervals = 0
 
-    def after_interval(self) -> None:
+    def after_interval(self, export_failed: bool = False) -> None:
         if not self.active:
             return
         self._intervals += 1
         if self._intervals % self.FULL_EVERY == 0:
             gc.unfreeze()
+            gc.collect()
+        elif export_failed:
             gc.collect()
         gc.freeze()
 

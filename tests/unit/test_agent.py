@@ -200,3 +200,38 @@ def test_interval_garbage_freezes_survivors_and_collects_cycles_every_full_inter
 
 class _Probe:
     pass
+
+
+class FailingLikeTheSdk(Recorder):
+    """Fails as the SDK's OTLP exporters do when the backend is down: the error is kept in a
+    local (`reason = error`), a cycle error -> traceback -> frame -> error that holds the
+    frame, and through it what the frame held (there, the interval's Batch)."""
+
+    def __init__(self):
+        super().__init__("down", ok=False)
+        self.held = []
+
+    def export(self, data):
+        batch_stand_in = _Probe()
+        self.held.append(weakref.ref(batch_stand_in))
+        try:
+            raise ConnectionError("connection refused")
+        except ConnectionError as error:
+            reason = error  # noqa: F841
+        return False
+
+
+def test_a_failed_exports_cyclic_garbage_is_not_frozen_with_the_survivors():
+    """While the backend is down every interval leaves such a cycle (holding a whole Batch):
+    freezing it with the interval's survivors would keep ~60 Batches alive."""
+    exporter, before = FailingLikeTheSdk(), gc.get_threshold()
+    instance = make_agent(FakeCollector(), exporter)
+    try:
+        agent.settle_memory()
+        for _ in range(3):
+            instance.tick()
+        assert [ref() for ref in exporter.held] == [None] * 3
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+        agent._GARBAGE.active = False
