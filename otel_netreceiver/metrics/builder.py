@@ -22,7 +22,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate
-from operator import attrgetter, itemgetter
+from operator import attrgetter, itemgetter, lt
 from typing import Callable
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality
@@ -573,7 +573,10 @@ def _merged(points: list[Point]) -> list[Point]:
 
 def _went_backwards(previous, current) -> bool:
     if isinstance(current, Histogram):
-        return current.count < previous.count or current.bounds != previous.bounds
+        # any bucket, not only the count: flows merged by an opt-out can lose a member's
+        # samples while another's make up the count (OTLP has no negative bucket counts)
+        return (current.count < previous.count or current.bounds != previous.bounds
+                or any(map(lt, current.counts, previous.counts)))
     return current < previous
 
 

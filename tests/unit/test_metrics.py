@@ -422,3 +422,22 @@ def test_units_share_attribute_pairs_but_never_across_value_types():
     ports = [dict(u.attributes.items)["server.port"] for u in units]
     assert [type(p) for p in ports] == [int, int, bool]
     assert units[0].attributes.items[1] is units[1].attributes.items[1]
+
+
+def test_delta_restarts_a_histogram_when_any_bucket_goes_backwards():
+    """Two flows merged by an opt-out: one leaves (its samples with it) while the other
+    gains as many in another bucket. The count held, a bucket fell: that is a restart, not
+    a negative delta (which OTLP cannot carry: the export would fail)."""
+    b = builder(delta=True, enabled={"tcp.rtt"}, dropped=("network.peer.address",))
+    bounds = (0.1, 1.0)
+
+    def record(peer, counts):
+        stats = TcpStats(rtt=Histogram(bounds, counts, 0.5, sum(counts)))
+        return Record(RecordKind.TCP, (("host.name", "h1"),), {"network.peer.address": peer, "server.port": 80},
+                      Series(SECOND, stats))
+
+    b.build(EnrichedSnapshot(2 * SECOND, [record("a", [2, 0, 0]), record("b", [0, 1, 0])]), AgentTelemetry())
+    batch = b.build(EnrichedSnapshot(3 * SECOND, [record("b", [0, 1, 2])]), AgentTelemetry())
+    [(_, rtt)] = _opened(batch, "tcp.rtt")
+    assert min(rtt.counts) >= 0 and rtt.counts == [0, 1, 2]
+    assert len(list(encoding.requests(batch, 8192))) == 1
