@@ -212,13 +212,13 @@ class FailingLikeTheSdk(Recorder):
         self.held = []
 
     def export(self, data):
-        batch_stand_in = _Probe()
+        batch_stand_in, reason = _Probe(), None
         self.held.append(weakref.ref(batch_stand_in))
         try:
             raise ConnectionError("connection refused")
         except ConnectionError as error:
-            reason = error  # noqa: F841
-        return False
+            reason = error
+        return reason is None  # False: failed
 
 
 def test_a_failed_exports_cyclic_garbage_is_not_frozen_with_the_survivors():
