@@ -303,6 +303,8 @@ class MetricsBuilder:
             attributes = AttributeSet(self._interned(items))
             unit = self._units[(resource, record.kind, attributes.items)] = _Unit(
                 resource, record.kind, attributes, self._projections(record.kind, attributes))
+        if unit.attrs_src is not None and self._by_attributes.get(id(unit.attrs_src)) is unit:
+            del self._by_attributes[id(unit.attrs_src)]  # its old dict: not kept for a long-lived unit
         unit.attrs_src, unit.resource_src = record.attributes, record.resource
         self._by_attributes[id(record.attributes)] = unit
         return unit
@@ -313,8 +315,10 @@ class MetricsBuilder:
         pairs = self._pairs
         if len(pairs) > PAIRS_KEPT:
             pairs.clear()
-        # keyed with the value's type too: (k, True), (k, 1) and (k, 1.0) are equal tuples
-        return tuple([pairs.setdefault((kv, type(kv[1])), kv) for kv in items])
+        # keyed with the value's type too: (k, True), (k, 1) and (k, 1.0) are equal tuples;
+        # floats are left alone (0.0 and -0.0 are equal too)
+        return tuple([kv if type(kv[1]) is float else pairs.setdefault((kv, type(kv[1])), kv)
+                      for kv in items])
 
     def _resource(self, items: AttrKey) -> _Resource:
         resource = self._resources.get(items)

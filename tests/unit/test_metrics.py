@@ -1,5 +1,7 @@
 """The metrics builder: cumulative and delta points, opt-outs, one Resource per workload."""
 
+import math
+
 import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
 
@@ -416,12 +418,23 @@ def test_a_changed_series_keeps_its_unit_when_its_attribute_dict_is_the_same():
 def test_units_share_attribute_pairs_but_never_across_value_types():
     b = builder(enabled={"tcp.connection.opened"})
     records = [Record(RecordKind.TCP, (("host.name", "h1"),), {"network.peer.address": peer, "server.port": port},
-                      Series(SECOND, TcpStats(opened=1))) for peer, port in (("a", 1), ("b", 1), ("c", True))]
+                      Series(SECOND, TcpStats(opened=1)))
+               for peer, port in (("a", 1), ("b", 1), ("c", True), ("d", 0.0), ("e", -0.0))]
     b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
     units = [b._by_attributes[id(r.attributes)] for r in records]
     ports = [dict(u.attributes.items)["server.port"] for u in units]
-    assert [type(p) for p in ports] == [int, int, bool]
+    assert [type(p) for p in ports] == [int, int, bool, float, float]
+    assert [math.copysign(1, p) for p in ports[3:]] == [1, -1]
     assert units[0].attributes.items[1] is units[1].attributes.items[1]
+
+
+def test_a_unit_given_a_new_attribute_dict_forgets_the_old_one():
+    b = builder(enabled={"tcp.connection.opened"})
+    record = tcp_record("a", "198.18.20.1", 3)
+    b.build(EnrichedSnapshot(2 * SECOND, [record]), AgentTelemetry())
+    again = Record(record.kind, record.resource, dict(record.attributes), Series(SECOND, TcpStats(opened=4)))
+    b.build(EnrichedSnapshot(3 * SECOND, [again]), AgentTelemetry())
+    assert list(b._by_attributes) == [id(again.attributes)]
 
 
 def test_delta_restarts_a_histogram_when_any_bucket_goes_backwards():
