@@ -12,7 +12,7 @@ without copies, and an unchanged series is the same object in successive snapsho
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .model import FailureReason, FlowKey, Histogram, Series, Snapshot, TcpStats
@@ -23,11 +23,7 @@ def add_tcp(total: TcpStats, delta: TcpStats) -> TcpStats:
 
     Neither input is changed; parts the delta leaves as they were are shared.
     """
-    failed = total.failed
-    if any(delta.failed.values()):
-        failed = dict(failed)
-        for reason, count in delta.failed.items():
-            failed[reason] = failed.get(reason, 0) + count
+    failed = add_failed(total.failed, delta.failed.items()) if any(delta.failed.values()) else total.failed
     return TcpStats(
         total.opened + delta.opened, total.closed + delta.closed, total.active + delta.active,
         failed, total.bytes_sent + delta.bytes_sent, total.bytes_received + delta.bytes_received,
@@ -35,6 +31,15 @@ def add_tcp(total: TcpStats, delta: TcpStats) -> TcpStats:
         total.retransmits + delta.retransmits, total.resets_sent + delta.resets_sent,
         total.resets_received + delta.resets_received,
         add_histogram(total.duration, delta.duration), add_histogram(total.rtt, delta.rtt))
+
+
+def add_failed(total: dict[FailureReason, int], counts: Iterable[tuple[FailureReason, int]]
+               ) -> dict[FailureReason, int]:
+    """A new failures-by-reason dict: `total` plus each (reason, count); `total` is left as it was."""
+    failed = dict(total)
+    for reason, count in counts:
+        failed[reason] = failed.get(reason, 0) + count
+    return failed
 
 
 def add_histogram(total: Histogram | None, delta: Histogram | None) -> Histogram | None:

@@ -357,7 +357,8 @@ class MetricsBuilder:
         else:  # the common case: one series, every extra attribute set its own
             unit.points = self._readers[unit.kind].points(unit.record.series, unit.projections)
             for metric in self._readers[unit.kind].varying:
-                unit.points[metric.index] = tuple(self._points(metric, unit.projections[metric.index], [unit.record]))
+                points = self._points(metric, unit.projections[metric.index], [unit.record])
+                unit.points[metric.index] = tuple(points)
         series = None if unit.others else unit.record.series
         if unit.series is not None and self._by_series.get(id(unit.series)) is unit:
             del self._by_series[id(unit.series)]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ..flows.model import (Direction, FailureReason, Family, FlowKey, Histogram, Snapshot,
                            TcpStats, Transport, Workload)
-from ..flows.table import FlowTable
+from ..flows.table import FlowTable, add_failed
 from . import abi, libbpf, netns
 from .loader import Loader, ProbeError, object_path
 
@@ -141,7 +141,7 @@ def add_words(bounds: tuple[tuple[float, ...], tuple[float, ...]], total: TcpSta
     failed, f = v[3:_FAIL_END], _FAIL_END
     return TcpStats(
         total.opened + v[0], total.closed + v[1], total.active + v[2],
-        total.failed if failed == _NO_FAILURES_WORDS else _add_failed(total.failed, failed),
+        total.failed if failed == _NO_FAILURES_WORDS else add_failed(total.failed, zip(_REASONS, failed)),
         total.bytes_sent + v[f], total.bytes_received + v[f + 1], total.packets_sent + v[f + 2],
         total.packets_received + v[f + 3], total.retransmits + v[f + 4],
         total.resets_sent + v[f + 5], total.resets_received + v[f + 6],
@@ -149,13 +149,6 @@ def add_words(bounds: tuple[tuple[float, ...], tuple[float, ...]], total: TcpSta
         else total.duration,
         _add_histogram(total.rtt, v, _RTT, bounds[1]) if v[_RTT + _HIST_WORDS - 1]
         else total.rtt)
-
-
-def _add_failed(total: dict[FailureReason, int], words: tuple[int, ...]) -> dict:
-    failed = dict(total)
-    for reason, count in zip(_REASONS, words):
-        failed[reason] = failed.get(reason, 0) + count
-    return failed
 
 
 def _add_histogram(total: Histogram | None, v: tuple[int, ...], first: int,
