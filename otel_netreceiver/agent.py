@@ -177,6 +177,11 @@ class _IntervalGarbage:
     young generation to one interval's objects; every FULL_EVERY intervals everything is
     unfrozen and collected once, so cycles (rare here) are still freed.
 
+    Then the C allocator gives back what the interval freed (glibc's malloc_trim): the
+    interval's transient objects (the snapshot, deltas, requests being encoded) leave
+    free pages all over the heap, and without a trim they stay resident. At 10k series
+    that is ~14 MiB of RSS, for ~1 ms.
+
     A failed export is the exception: the SDK's exporters keep the error in a local, a
     cycle that holds the frames down to the interval's Batch. Such an interval is
     collected before it is frozen (only its own objects are not frozen yet), so an
@@ -199,6 +204,7 @@ class _IntervalGarbage:
         elif export_failed:
             gc.collect()
         gc.freeze()
+        _trim_malloc()
 
 
 _GARBAGE = _IntervalGarbage()
@@ -211,7 +217,20 @@ def _one_malloc_arena() -> None:
         pass
 
 
+def _trim_malloc() -> None:
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to give back this way
+        return None
+
+
 _M_ARENA_MAX = -8  # glibc malloc.h
+_MALLOC_TRIM = _malloc_trim()
 
 
 # -- wiring ---------------------------------------------------------------------------------

@@ -202,6 +202,26 @@ class _Probe:
     pass
 
 
+def test_interval_garbage_gives_freed_memory_back_once_settled(monkeypatch):
+    trims = []
+    monkeypatch.setattr(agent, "_MALLOC_TRIM", trims.append)
+    garbage = agent._IntervalGarbage()
+    try:
+        garbage.after_interval()
+        assert trims == []  # not settled: the allocator is left alone
+        garbage.active = True
+        garbage.after_interval()
+        garbage.after_interval()
+        assert trims == [0, 0]  # malloc_trim(0): every free page, not only the heap's top
+    finally:
+        gc.unfreeze()
+
+
+def test_malloc_trim_is_found_on_glibc_and_harmless_to_call():
+    assert agent._MALLOC_TRIM is not None  # these machines run glibc
+    agent._trim_malloc()
+
+
 class FailingLikeTheSdk(Recorder):
     """Fails as the SDK's OTLP exporters do when the backend is down: the error is kept in a
     local (`reason = error`), a cycle error -> traceback -> frame -> error that holds the
