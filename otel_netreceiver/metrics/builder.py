@@ -22,7 +22,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate
-from operator import attrgetter, itemgetter, lt
+from operator import attrgetter, itemgetter
 from typing import Callable
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality
@@ -31,6 +31,7 @@ from otel_netreceiver import __version__
 from otel_netreceiver.flows.model import EnrichedSnapshot, Histogram, Record, RecordKind
 from otel_netreceiver.metrics import fields
 from otel_netreceiver.metrics.catalog import Catalog, MetricDef
+from otel_netreceiver.metrics.merging import Accumulator, Member, plain_sum, subtract, went_backwards
 from otel_netreceiver.metrics.points import (
     CUMULATIVE, DELTA, EMPTY, AttributeSet, Batch, MetricData, Point, ResourceData, ScopeData,
 )
@@ -224,6 +225,11 @@ class MetricsBuilder:
         self._pairs: dict[tuple, tuple[str, object]] = {}
         self._resources: dict[AttrKey, _Resource] = {}
         self._extras: dict[tuple, AttributeSet] = {}
+        # running totals of merged points (metrics/merging.py): per unit that several
+        # records feed or that an opt-out may merge, and across units for narrow metrics
+        self._unit_totals: dict[_Unit, Accumulator] = {}
+        self._parked_totals: dict[tuple, tuple[Accumulator, int]] = {}  # of forgotten units, by key
+        self._across_units = Accumulator(DELTA_MEMORY_BUILDS)
         # delta state: point key -> (series start, time of last export, cumulative value, build)
         self._previous: dict[tuple, tuple[int, int, int | float | Histogram, int]] = {}
         self._builds = 0
@@ -350,9 +356,12 @@ class MetricsBuilder:
         """Recompute a unit's points if its records changed; remember its series."""
         if not unit.stale and unit.points is not None:
             return
-        if unit.others or self._settings.dropped_attributes:
+        # a unit once merged keeps its running totals when one record is left
+        if unit.others or self._settings.dropped_attributes or unit in self._unit_totals:
             records = [unit.record, *unit.others] if unit.others else [unit.record]
-            unit.points = [self._points(metric, unit.projections[metric.index], records)
+            totals = self._unit_totals.get(unit)
+            totals = self._totals_of(unit) if totals is None else totals
+            unit.points = [self._points(metric, unit.projections[metric.index], records, totals)
                            for metric in self._by_kind[unit.kind]]
         else:  # the common case: one series, every extra attribute set its own
             unit.points = self._readers[unit.kind].points(unit.record.series, unit.projections)
@@ -367,8 +376,25 @@ class MetricsBuilder:
             self._by_series[id(series)] = unit
         unit.stale = False
 
-    def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record]) -> list[Point]:
-        if len(records) == 1 and not metric.may_collide:  # the common case, kept short
+    def _totals_of(self, unit: _Unit) -> Accumulator:
+        """The running totals of a unit new to them: those its key had when it was last
+        forgotten (its records may come back with their series), else new ones."""
+        parked = self._parked_totals.pop((unit.resource, unit.kind, unit.attributes.items), None)
+        totals = self._unit_totals[unit] = parked[0] if parked else Accumulator(DELTA_MEMORY_BUILDS)
+        return totals
+
+    def _park_totals(self, oldest: int) -> None:
+        """Set aside the totals of units about to be forgotten, for DELTA_MEMORY_BUILDS."""
+        for unit, totals in self._unit_totals.items():
+            if unit.build <= oldest:
+                self._parked_totals[(unit.resource, unit.kind, unit.attributes.items)] = (totals, self._builds)
+        self._unit_totals = {u: t for u, t in self._unit_totals.items() if u.build > oldest}
+        first = self._builds - DELTA_MEMORY_BUILDS
+        self._parked_totals = {k: v for k, v in self._parked_totals.items() if v[1] > first}
+
+    def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record],
+                totals: Accumulator | None = None) -> list[Point]:
+        if len(records) == 1 and not metric.may_collide and totals is None:  # the common case, kept short
             series = records[0].series
             start, typed = 0 if metric.gauge else series.start_ns, metric.typed
             return [Point(attributes, self._extra(metric, extra), start, typed(value))
@@ -376,18 +402,39 @@ class MetricsBuilder:
         definition = metric.definition
         # keyed by content: the interned set of equal extras may be a new object after the
         # intern table is emptied in the middle of this loop
-        points: dict[tuple, Point] = {}
+        groups: dict[tuple, tuple[AttributeSet, list[Member]]] = {}
         for record in records:
-            start = record.series.start_ns if definition.kind != "gauge" else 0
+            start, identity = 0 if metric.gauge else record.series.start_ns, None
             for extra, value in metric.field.points(record.series.stats):
                 extra_set = self._extra(metric, extra)
-                existing = points.get(extra_set.items)
-                if existing is None:
-                    points[extra_set.items] = Point(attributes, extra_set, start, _typed(definition, value))
-                else:
-                    existing.start_ns = min(existing.start_ns, start)
-                    existing.value = _added(existing.value, _typed(definition, value))
-        return list(points.values())
+                group = groups.get(extra_set.items) or groups.setdefault(extra_set.items, (extra_set, []))
+                identity = identity or _identity(record)
+                group[1].append((identity, start, _typed(definition, value)))
+        return [Point(attributes, extra_set, *self._combined(metric, totals, (metric.index, items), members))
+                for items, (extra_set, members) in groups.items()]
+
+    def _merged(self, resource: _Resource, metric: _FlowMetric, units: list[_Unit]) -> list[Point]:
+        """Points of different units that a metric's narrower attributes made equal, added
+        together; each unit is a member (known by its own attributes)."""
+        groups: dict[AttrKey, tuple[Point, list[Member]]] = {}
+        for unit in units:
+            for point in unit.points[metric.index]:
+                key = point.attribute_items()
+                group = groups.get(key) or groups.setdefault(key, (point, []))
+                group[1].append((unit.attributes.items, point.start_ns, point.value))
+        scope = (resource.attributes.items, metric.definition.name)
+        return [Point(first.attributes, first.extra,
+                      *self._combined(metric, self._across_units, (scope, key), members))
+                for key, (first, members) in groups.items()]
+
+    def _combined(self, metric: _FlowMetric, totals: Accumulator | None, point_key: tuple,
+                  members: list[Member]) -> tuple[int, object]:
+        """(start, value) of a point fed by `members`: a running total for monotonic sums
+        and histograms (it never goes backwards, see metrics/merging.py), else their sum."""
+        definition = metric.definition
+        if totals is not None and (definition.monotonic or definition.kind == "histogram"):
+            return totals.total(point_key, members, self._builds)
+        return plain_sum(members)
 
     def _extra(self, metric: _FlowMetric, extra: dict[str, str]) -> AttributeSet:
         """The interned set of a field's extra attributes (e.g. network.io.direction).
@@ -448,7 +495,7 @@ class MetricsBuilder:
             i = metric.index
             points = [p for unit in kind_units for p in unit.points[i]]
             if metric.field.kind in narrow and any(u.projections[i] is not u.attributes for u in kind_units):
-                points = _merged(points)
+                points = self._merged(resource, metric, kind_units)
             if points:
                 metrics.append(self._metric(metric.definition, ("flow", resource.attributes.items),
                                             points, time_ns))
@@ -505,19 +552,21 @@ class MetricsBuilder:
         backwards) starts over; one absent for some intervals continues where it was."""
         previous = self._previous.get(state_key)
         self._previous[state_key] = (point.start_ns, time_ns, point.value, self._builds)
-        if previous is None or previous[0] != point.start_ns or _went_backwards(previous[2], point.value):
+        if previous is None or previous[0] != point.start_ns or went_backwards(previous[2], point.value):
             return point.start_ns, point.value
-        return previous[1], _subtract(point.value, previous[2])
+        return previous[1], subtract(point.value, previous[2])
 
     def _forget_old_series(self) -> None:
-        """Drop delta state unseen for DELTA_MEMORY_BUILDS intervals, units and resources
-        unseen for CACHE_BUILDS."""
+        """Drop delta state and totals merged across units unseen for DELTA_MEMORY_BUILDS
+        intervals, units (with their totals) and resources unseen for CACHE_BUILDS."""
         if self._builds % DELTA_MEMORY_BUILDS == 0:
             oldest = self._builds - DELTA_MEMORY_BUILDS
             self._previous = {k: v for k, v in self._previous.items() if v[3] > oldest}
+        self._across_units.advance(self._builds)  # fed only while narrow metrics have points
         if self._builds % CACHE_BUILDS == 0:
             oldest = self._builds - CACHE_BUILDS
             self._units = {k: u for k, u in self._units.items() if u.build > oldest}
+            self._park_totals(oldest)
             self._by_series = {k: u for k, u in self._by_series.items() if u.build > oldest}
             self._by_attributes = {k: u for k, u in self._by_attributes.items() if u.build > oldest}
             self._resources = {k: r for k, r in self._resources.items() if r.build > oldest}
@@ -553,40 +602,7 @@ def _typed(definition: MetricDef, value):
     return int(value) if definition.value_type == "int" else float(value)
 
 
-def _added(a, b):
-    """a + b without modifying either (histograms may belong to a Snapshot)."""
-    if isinstance(a, Histogram):
-        if a.bounds != b.bounds:
-            raise ValueError("cannot merge histograms with different bounds")
-        return Histogram(a.bounds, [x + y for x, y in zip(a.counts, b.counts)], a.sum + b.sum, a.count + b.count)
-    return a + b
-
-
-def _merged(points: list[Point]) -> list[Point]:
-    """Points of different units that an opt-out made equal, added together."""
-    merged: dict[AttrKey, Point] = {}
-    for point in points:
-        key = point.attribute_items()
-        existing = merged.get(key)
-        if existing is None:
-            merged[key] = Point(point.attributes, point.extra, point.start_ns, point.value)
-        else:
-            existing.start_ns = min(existing.start_ns, point.start_ns)
-            existing.value = _added(existing.value, point.value)
-    return list(merged.values())
-
-
-def _went_backwards(previous, current) -> bool:
-    if isinstance(current, Histogram):
-        # any bucket, not only the count: flows merged by an opt-out can lose a member's
-        # samples while another's make up the count (OTLP has no negative bucket counts)
-        return (current.count < previous.count or current.bounds != previous.bounds
-                or any(map(lt, current.counts, previous.counts)))
-    return current < previous
-
-
-def _subtract(current, previous):
-    if isinstance(current, Histogram):
-        counts = [a - b for a, b in zip(current.counts, previous.counts)]
-        return Histogram(current.bounds, counts, current.sum - previous.sum, current.count - previous.count)
-    return current - previous
+def _identity(record: Record) -> tuple:
+    """Who a record is among the members of a merged point: its resource and attributes
+    as the enricher gave them, before any opt-out (the series start is added to it)."""
+    return record.resource, tuple(sorted(record.attributes.items()))

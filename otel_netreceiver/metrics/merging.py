@@ -1,0 +1,138 @@
+"""Points that several series feed, kept as one OpenTelemetry SDK instrument would keep them.
+
+An attribute opt-out (or a metric without one of its series' attributes) makes several
+series export the same attribute set: the builder adds them into one point, whose
+*members* are those series. Summing the members' current cumulative values is wrong
+once a member leaves (its flow key idles out) or restarts: the sum falls while the
+point's start stays, a counter going backwards without a reset.
+
+So the point of a monotonic sum or a histogram is a running total instead, as one SDK
+counter or histogram fed by all its members: it starts when the point first has members
+(the earliest of their series starts) and grows by each member's increase since the
+last interval. A member seen for the first time adds its whole value: its cumulative
+value is all we know of it, and dropping it would lose real counts. (Its series may have
+started before the point did, e.g. a series that moved in when an attribute changed;
+then the point also counts what it did before, once: an overcount bounded by that
+member's history, where the alternative, counting it from zero, would silently lose its
+traffic since its last collection.) A member whose series restarted (a new start, or a
+value that went backwards) counts again from zero. A member that left takes nothing
+away. Non-monotonic sums (a current count) and gauges are the plain sum of the members
+present.
+
+A member is known by an identity the caller gives plus its series start; members with
+the same identity and start (e.g. two processes of one name talking to one peer) are one
+member holding their sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from operator import lt
+
+from otel_netreceiver.flows.model import Histogram
+
+Value = int | float | Histogram
+Member = tuple[Hashable, int, Value]  # (identity, series start, cumulative value)
+
+
+class _Total:
+    __slots__ = ("start_ns", "value", "seen")
+
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
+        self.value: Value | None = None
+        self.seen = 0  # the round it was last fed in
+
+
+class Accumulator:
+    """Running totals of merged points and the last value each member gave them.
+
+    State unseen for `memory` rounds is forgotten: a round is a build in which the
+    accumulator was fed at all, so the totals of a unit whose records did not change
+    (and so were not fed) live as long as the unit does.
+    """
+
+    def __init__(self, memory: int) -> None:
+        self._memory = memory
+        self._totals: dict[Hashable, _Total] = {}
+        self._last: dict[tuple, tuple[Value, int]] = {}  # (point, identity, start) -> (value, round)
+        self._round = 0
+        self._build: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._totals)
+
+    def total(self, point: Hashable, members: Iterable[Member], build: int) -> tuple[int, Value]:
+        """(start, cumulative value) of `point` after this build's members added their
+        increases since they last fed it."""
+        self.advance(build)
+        present = _combined_members(members)
+        total = self._totals.get(point)
+        if total is None:
+            total = self._totals[point] = _Total(min(start for _, start in present))
+        for (identity, start), value in present.items():
+            increase = self._increase((point, identity, start), value)
+            total.value = increase if total.value is None else added(total.value, increase)
+        total.seen = self._round
+        return total.start_ns, total.value
+
+    def _increase(self, key: tuple, value: Value) -> Value:
+        last = self._last.get(key)
+        self._last[key] = (value, self._round)
+        if last is None or went_backwards(last[0], value):
+            return value  # new, or restarted under the same start: counts from zero
+        return subtract(value, last[0])
+
+    def advance(self, build: int) -> None:
+        """Count `build` as a round (once); every `memory` rounds forget what went unseen."""
+        if build == self._build:
+            return
+        self._build, self._round = build, self._round + 1
+        if self._round % self._memory == 0:
+            oldest = self._round - self._memory
+            self._totals = {k: t for k, t in self._totals.items() if t.seen > oldest}
+            self._last = {k: v for k, v in self._last.items() if v[1] > oldest}
+
+
+def plain_sum(members: Iterable[Member]) -> tuple[int, Value]:
+    """(earliest start, sum of the values) of the members present: for what may go down."""
+    start, value = None, None
+    for _, member_start, member_value in members:
+        start = member_start if start is None else min(start, member_start)
+        value = member_value if value is None else added(value, member_value)
+    return start, value
+
+
+def _combined_members(members: Iterable[Member]) -> dict[tuple[Hashable, int], Value]:
+    """(identity, start) -> value; members that share both are added together."""
+    present: dict[tuple[Hashable, int], Value] = {}
+    for identity, start, value in members:
+        key = (identity, start)
+        known = present.get(key)
+        present[key] = value if known is None else added(known, value)
+    return present
+
+
+def added(a: Value, b: Value) -> Value:
+    """a + b without modifying either (histograms may belong to a Snapshot)."""
+    if isinstance(a, Histogram):
+        if a.bounds != b.bounds:
+            raise ValueError(f"cannot merge histograms with different bounds: {a.bounds} and {b.bounds}")
+        return Histogram(a.bounds, [x + y for x, y in zip(a.counts, b.counts)], a.sum + b.sum, a.count + b.count)
+    return a + b
+
+
+def went_backwards(previous: Value, current: Value) -> bool:
+    """Whether a cumulative value fell (a restart): for a histogram, any bucket."""
+    if isinstance(current, Histogram):
+        return (current.count < previous.count or current.bounds != previous.bounds
+                or any(map(lt, current.counts, previous.counts)))
+    return current < previous
+
+
+def subtract(current: Value, previous: Value) -> Value:
+    """current - previous, for a value that did not go backwards."""
+    if isinstance(current, Histogram):
+        counts = [a - b for a, b in zip(current.counts, previous.counts)]
+        return Histogram(current.bounds, counts, current.sum - previous.sum, current.count - previous.count)
+    return current - previous
