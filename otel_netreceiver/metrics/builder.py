@@ -3,8 +3,15 @@
 Values arrive cumulative. With delta temporality the builder subtracts the previous
 cumulative value of each point (monotonic sums and histograms; non-monotonic sums stay
 cumulative, as the SDK's delta preference does), and the point starts where the last
-one ended. Records that share a resource and attribute set after attribute opt-outs are
-added together.
+one ended.
+
+Records that share a resource and attribute set after attribute opt-outs (or that differ
+only in what a metric does not export, or not at all: two processes of one name) are
+added together. A monotonic sum or histogram so merged is a running total, as one SDK
+instrument fed by all those series would keep it: it grows by each member's increase,
+never falls when a member leaves or restarts, and keeps its start (metrics/merging.py;
+the totals live with the unit, or per resource for points merged across units).
+Non-monotonic sums are the sum of the members present.
 
 Cost follows the series that changed: the records of one resource that export the same
 attribute set form a `_Unit`, kept across intervals with its points. A record whose
@@ -31,7 +38,9 @@ from otel_netreceiver import __version__
 from otel_netreceiver.flows.model import EnrichedSnapshot, Histogram, Record, RecordKind
 from otel_netreceiver.metrics import fields
 from otel_netreceiver.metrics.catalog import Catalog, MetricDef
-from otel_netreceiver.metrics.merging import Accumulator, Member, plain_sum, subtract, went_backwards
+from otel_netreceiver.metrics.merging import (
+    Accumulator, Member, MemberState, plain_sum, subtract, went_backwards,
+)
 from otel_netreceiver.metrics.points import (
     CUMULATIVE, DELTA, EMPTY, AttributeSet, Batch, MetricData, Point, ResourceData, ScopeData,
 )
@@ -361,7 +370,8 @@ class MetricsBuilder:
             records = [unit.record, *unit.others] if unit.others else [unit.record]
             totals = self._unit_totals.get(unit)
             totals = self._totals_of(unit) if totals is None else totals
-            unit.points = [self._points(metric, unit.projections[metric.index], records, totals)
+            members = [totals.member(_identity(r), r.series.start_ns, self._builds) for r in records]
+            unit.points = [self._points(metric, unit.projections[metric.index], records, totals, members)
                            for metric in self._by_kind[unit.kind]]
         else:  # the common case: one series, every extra attribute set its own
             unit.points = self._readers[unit.kind].points(unit.record.series, unit.projections)
@@ -393,48 +403,46 @@ class MetricsBuilder:
         self._parked_totals = {k: v for k, v in self._parked_totals.items() if v[1] > first}
 
     def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record],
-                totals: Accumulator | None = None) -> list[Point]:
+                totals: Accumulator | None = None, members: list[MemberState] | None = None) -> list[Point]:
+        """The points of one metric of the records of a unit; with `totals`, those of
+        monotonic sums and histograms are running totals fed by `members` (one a record)."""
         if len(records) == 1 and not metric.may_collide and totals is None:  # the common case, kept short
             series = records[0].series
             start, typed = 0 if metric.gauge else series.start_ns, metric.typed
             return [Point(attributes, self._extra(metric, extra), start, typed(value))
                     for extra, value in metric.field.points(series.stats)]
         definition = metric.definition
+        totals = totals if _accumulates(definition) else None
         # keyed by content: the interned set of equal extras may be a new object after the
         # intern table is emptied in the middle of this loop
         groups: dict[tuple, tuple[AttributeSet, list[Member]]] = {}
-        for record in records:
-            start, identity = 0 if metric.gauge else record.series.start_ns, None
+        for record, member in zip(records, members or [None] * len(records)):
+            start = 0 if metric.gauge else record.series.start_ns
             for extra, value in metric.field.points(record.series.stats):
                 extra_set = self._extra(metric, extra)
                 group = groups.get(extra_set.items) or groups.setdefault(extra_set.items, (extra_set, []))
-                identity = identity or _identity(record)
-                group[1].append((identity, start, _typed(definition, value)))
-        return [Point(attributes, extra_set, *self._combined(metric, totals, (metric.index, items), members))
+                group[1].append((member, start, _typed(definition, value)))
+        i = metric.index
+        return [Point(attributes, extra_set,
+                      *(plain_sum(members) if totals is None else totals.total((i, items), members)))
                 for items, (extra_set, members) in groups.items()]
 
     def _merged(self, resource: _Resource, metric: _FlowMetric, units: list[_Unit]) -> list[Point]:
         """Points of different units that a metric's narrower attributes made equal, added
         together; each unit is a member (known by its own attributes)."""
         groups: dict[AttrKey, tuple[Point, list[Member]]] = {}
+        totals, build = self._across_units, self._builds
         for unit in units:
             for point in unit.points[metric.index]:
                 key = point.attribute_items()
                 group = groups.get(key) or groups.setdefault(key, (point, []))
-                group[1].append((unit.attributes.items, point.start_ns, point.value))
+                member = totals.member(unit.attributes.items, point.start_ns, build)
+                group[1].append((member, point.start_ns, point.value))
         scope = (resource.attributes.items, metric.definition.name)
+        accumulates = _accumulates(metric.definition)
         return [Point(first.attributes, first.extra,
-                      *self._combined(metric, self._across_units, (scope, key), members))
+                      *(totals.total((scope, key), members) if accumulates else plain_sum(members)))
                 for key, (first, members) in groups.items()]
-
-    def _combined(self, metric: _FlowMetric, totals: Accumulator | None, point_key: tuple,
-                  members: list[Member]) -> tuple[int, object]:
-        """(start, value) of a point fed by `members`: a running total for monotonic sums
-        and histograms (it never goes backwards, see metrics/merging.py), else their sum."""
-        definition = metric.definition
-        if totals is not None and (definition.monotonic or definition.kind == "histogram"):
-            return totals.total(point_key, members, self._builds)
-        return plain_sum(members)
 
     def _extra(self, metric: _FlowMetric, extra: dict[str, str]) -> AttributeSet:
         """The interned set of a field's extra attributes (e.g. network.io.direction).
@@ -600,6 +608,12 @@ def _typed(definition: MetricDef, value):
     if isinstance(value, Histogram):
         return value
     return int(value) if definition.value_type == "int" else float(value)
+
+
+def _accumulates(definition: MetricDef) -> bool:
+    """Whether merged points of the metric are running totals (monotonic sums and
+    histograms; a non-monotonic sum may go down, a gauge is a reading)."""
+    return definition.monotonic or definition.kind == "histogram"
 
 
 def _identity(record: Record) -> tuple:

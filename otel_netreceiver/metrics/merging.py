@@ -19,9 +19,12 @@ value that went backwards) counts again from zero. A member that left takes noth
 away. Non-monotonic sums (a current count) and gauges are the plain sum of the members
 present.
 
-A member is known by an identity the caller gives plus its series start; members with
-the same identity and start (e.g. two processes of one name talking to one peer) are one
-member holding their sum.
+A member is known by an identity the caller gives (a record's resource and attributes
+before opt-outs) plus its series start; members with the same identity and start (two
+processes of one name that first talked to one peer in the same interval) are one member
+holding their sum (should one of them end, a fall of that sum counts as a restart). A series whose identity changes while it runs (an attribute that is
+opted out, such as a learned DNS name in `server.address`, changes) is a new member: its
+whole value counts once more.
 """
 
 from __future__ import annotations
@@ -32,7 +35,21 @@ from operator import lt
 from otel_netreceiver.flows.model import Histogram
 
 Value = int | float | Histogram
-Member = tuple[Hashable, int, Value]  # (identity, series start, cumulative value)
+
+
+class MemberState:
+    """One member of an accumulator's points: its series start and, per point, the
+    value it gave last."""
+
+    __slots__ = ("start_ns", "last", "seen")
+
+    def __init__(self, start_ns: int) -> None:
+        self.start_ns = start_ns
+        self.last: dict[Hashable, Value] = {}
+        self.seen = 0  # the round it was last present in
+
+
+Member = tuple[MemberState | None, int, Value]  # (the member, its series start, its cumulative value)
 
 
 class _Total:
@@ -47,41 +64,51 @@ class _Total:
 class Accumulator:
     """Running totals of merged points and the last value each member gave them.
 
-    State unseen for `memory` rounds is forgotten: a round is a build in which the
-    accumulator was fed at all, so the totals of a unit whose records did not change
-    (and so were not fed) live as long as the unit does.
+    State unseen for `memory` rounds is forgotten (checked every `memory` rounds): a
+    round is a build in which the accumulator was used at all, so the totals of a unit
+    whose records did not change (and so were not fed) live as long as the unit does.
     """
 
     def __init__(self, memory: int) -> None:
         self._memory = memory
         self._totals: dict[Hashable, _Total] = {}
-        self._last: dict[tuple, tuple[Value, int]] = {}  # (point, identity, start) -> (value, round)
+        self._members: dict[tuple[Hashable, int], MemberState] = {}
         self._round = 0
         self._build: int | None = None
 
-    def __len__(self) -> int:
-        return len(self._totals)
+    def size(self) -> tuple[int, int]:
+        """(points, members) it keeps."""
+        return len(self._totals), len(self._members)
 
-    def total(self, point: Hashable, members: Iterable[Member], build: int) -> tuple[int, Value]:
-        """(start, cumulative value) of `point` after this build's members added their
-        increases since they last fed it."""
+    def member(self, identity: Hashable, start_ns: int, build: int) -> MemberState:
+        """The member known by `identity` and its series start, present in `build`
+        (looked up once a build, then handed to `total` for each of its points)."""
         self.advance(build)
-        present = _combined_members(members)
+        key = (identity, start_ns)
+        state = self._members.get(key)
+        if state is None:
+            state = self._members[key] = MemberState(start_ns)
+        state.seen = self._round
+        return state
+
+    def total(self, point: Hashable, members: list[Member]) -> tuple[int, Value]:
+        """(start, cumulative value) of `point` after the members present added their
+        increases since they last fed it."""
         total = self._totals.get(point)
         if total is None:
-            total = self._totals[point] = _Total(min(start for _, start in present))
-        for (identity, start), value in present.items():
-            increase = self._increase((point, identity, start), value)
-            total.value = increase if total.value is None else added(total.value, increase)
-        total.seen = self._round
-        return total.start_ns, total.value
-
-    def _increase(self, key: tuple, value: Value) -> Value:
-        last = self._last.get(key)
-        self._last[key] = (value, self._round)
-        if last is None or went_backwards(last[0], value):
-            return value  # new, or restarted under the same start: counts from zero
-        return subtract(value, last[0])
+            total = self._totals[point] = _Total(min(state.start_ns for state, _, _ in members))
+        value = total.value
+        for state, _, current in (members if len(members) == 1 else _combined(members)):
+            last = state.last.get(point)
+            state.last[point] = current
+            if type(current) is not Histogram:  # a number: the common case, kept short
+                increase = current if last is None or current < last else current - last
+                value = increase if value is None else value + increase
+                continue
+            increase = current if last is None or went_backwards(last, current) else subtract(current, last)
+            value = increase if value is None else added(value, increase)
+        total.value, total.seen = value, self._round
+        return total.start_ns, value
 
     def advance(self, build: int) -> None:
         """Count `build` as a round (once); every `memory` rounds forget what went unseen."""
@@ -91,7 +118,7 @@ class Accumulator:
         if self._round % self._memory == 0:
             oldest = self._round - self._memory
             self._totals = {k: t for k, t in self._totals.items() if t.seen > oldest}
-            self._last = {k: v for k, v in self._last.items() if v[1] > oldest}
+            self._members = {k: m for k, m in self._members.items() if m.seen > oldest}
 
 
 def plain_sum(members: Iterable[Member]) -> tuple[int, Value]:
@@ -103,14 +130,14 @@ def plain_sum(members: Iterable[Member]) -> tuple[int, Value]:
     return start, value
 
 
-def _combined_members(members: Iterable[Member]) -> dict[tuple[Hashable, int], Value]:
-    """(identity, start) -> value; members that share both are added together."""
-    present: dict[tuple[Hashable, int], Value] = {}
-    for identity, start, value in members:
-        key = (identity, start)
-        known = present.get(key)
-        present[key] = value if known is None else added(known, value)
-    return present
+def _combined(members: list[Member]) -> list[Member]:
+    """Members given more than once (one series' values that an opt-out made one point,
+    or series with the same identity and start) as one member holding their sum."""
+    combined: dict[int, Member] = {}
+    for member in members:
+        known = combined.get(id(member[0]))
+        combined[id(member[0])] = member if known is None else (known[0], known[1], added(known[2], member[2]))
+    return list(combined.values())
 
 
 def added(a: Value, b: Value) -> Value:

@@ -98,27 +98,20 @@ def _as_counts(value):
     return tuple(value.counts)
 
 
-@pytest.mark.parametrize("metric, steps, expected, as_value", [
-    ("tcp.connection.opened", SUM_STEPS, SUM_CUMULATIVE, int),
-    ("tcp.rtt", HIST_STEPS, HIST_CUMULATIVE, _as_counts),
+@pytest.mark.parametrize("metric, steps, delta, expected, as_value", [
+    ("tcp.connection.opened", SUM_STEPS, False, SUM_CUMULATIVE, int),
+    ("tcp.connection.opened", SUM_STEPS, True, SUM_DELTAS, int),
+    ("tcp.rtt", HIST_STEPS, False, HIST_CUMULATIVE, _as_counts),
+    ("tcp.rtt", HIST_STEPS, True, HIST_DELTAS, _as_counts),
 ])
-def test_cumulative_merged_point_is_a_running_total_with_its_first_start(metric, steps, expected, as_value):
-    got = run(metric, False, steps)
+def test_merged_point_is_a_running_total_of_the_members_increases(metric, steps, delta, expected, as_value):
+    """Cumulative: the running total, always from the first start. Delta: the increase of
+    the members present, the first from that start, then each where the last one ended."""
+    got = run(metric, delta, steps)
     assert [None if p is None else as_value(p[1]) for p in got] == expected
-    assert {p[0] for p in got if p is not None} == {1000 * MS}
-
-
-@pytest.mark.parametrize("metric, steps, expected, as_value", [
-    ("tcp.connection.opened", SUM_STEPS, SUM_DELTAS, int),
-    ("tcp.rtt", HIST_STEPS, HIST_DELTAS, _as_counts),
-])
-def test_delta_merged_point_is_the_increase_of_the_members_present(metric, steps, expected, as_value):
-    got = run(metric, True, steps)
-    assert [None if p is None else as_value(p[1]) for p in got] == expected
-    present = [(t, p) for (t, _), p in zip(steps, got) if p is not None]
-    assert present[0][1][0] == 1000 * MS  # the first delta starts with the point
-    for (previous_t, _), (_, (start, _)) in zip(present, present[1:]):
-        assert start == previous_t * SECOND  # then each where the previous one ended
+    present = [(t, start) for (t, _), p in zip(steps, got) if p is not None for start in [p[0]]]
+    ended = [1000 * MS] + [t * SECOND for t, _ in present[:-1]]
+    assert [start for _, start in present] == (ended if delta else [1000 * MS] * len(present))
 
 
 def test_a_non_monotonic_merged_sum_is_the_plain_sum_of_the_members_present():
@@ -160,7 +153,7 @@ def test_units_merged_by_a_metric_without_their_attribute_never_go_backwards(del
                             "dns.lookup.timeout.count")
         got.append(point.value)
         assert point.start_ns == (1000 * MS if not delta or t == 2 else (t - 1) * SECOND)
-    assert got == expected and len(b._across_units) == 1
+    assert got == expected and b._across_units.size() == (1, 2)
 
 
 # A member's life: per step, absent, grown by n, or restarted with value n.
@@ -229,7 +222,7 @@ def test_merged_state_is_bounded_and_the_common_path_keeps_none(monkeypatch):
         records = [tcp("a", 1000, t, "tcp.connection.opened"), tcp("b", t * 1000, 1, "tcp.connection.opened")]
         b.build(EnrichedSnapshot(t * SECOND, records), AgentTelemetry())
     [totals] = b._unit_totals.values()
-    assert len(totals._last) <= 2 * 4 + 2  # a, and b's latest restarts only
+    assert totals.size()[1] <= 2 * 4 + 1  # a, and b's latest restarts only
     for t in range(40, 45):
         b.build(EnrichedSnapshot(t * SECOND, []), AgentTelemetry())
     assert b._unit_totals == {} and len(b._parked_totals) == 1
@@ -240,15 +233,16 @@ def test_merged_state_is_bounded_and_the_common_path_keeps_none(monkeypatch):
     for t in range(2, 6):
         records = [tcp(m, 1000, t, "tcp.connection.opened") for m in "ab"]
         plain.build(EnrichedSnapshot(t * SECOND, records), AgentTelemetry())
-    assert plain._unit_totals == {} and len(plain._across_units) == 0
+    assert plain._unit_totals == {} and plain._across_units.size() == (0, 0)
 
 
 def test_an_accumulator_forgets_totals_unseen_for_its_memory():
     totals = Accumulator(memory=3)
-    assert totals.total("p", [("m", 1, 5)], build=1) == (1, 5)
+    member = totals.member("m", 1, build=1)
+    assert totals.total("p", [(member, 1, 5)]) == (1, 5)
     for build in range(2, 6):
         totals.advance(build)
-    assert len(totals) == 1  # seen within its memory (checked every `memory` rounds)
+    assert totals.size() == (1, 1)  # seen within its memory (checked every `memory` rounds)
     totals.advance(6)
-    assert len(totals) == 0
-    assert totals.total("p", [("m", 7, 2)], build=6) == (7, 2)
+    assert totals.size() == (0, 0)
+    assert totals.total("p", [(totals.member("m", 7, build=7), 7, 2)]) == (7, 2)
