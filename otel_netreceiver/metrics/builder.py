@@ -389,7 +389,7 @@ class MetricsBuilder:
     def _totals_of(self, unit: _Unit) -> Accumulator:
         """The running totals of a unit new to them: those its key had when it was last
         forgotten (its records may come back with their series), else new ones."""
-        parked = self._parked_totals.pop((unit.resource, unit.kind, unit.attributes.items), None)
+        parked = self._parked_totals.pop(_unit_key(unit), None)
         totals = self._unit_totals[unit] = parked[0] if parked else Accumulator(DELTA_MEMORY_BUILDS)
         return totals
 
@@ -397,7 +397,7 @@ class MetricsBuilder:
         """Set aside the totals of units about to be forgotten, for DELTA_MEMORY_BUILDS."""
         for unit, totals in self._unit_totals.items():
             if unit.build <= oldest:
-                self._parked_totals[(unit.resource, unit.kind, unit.attributes.items)] = (totals, self._builds)
+                self._parked_totals[_unit_key(unit)] = (totals, self._builds)
         self._unit_totals = {u: t for u, t in self._unit_totals.items() if u.build > oldest}
         first = self._builds - DELTA_MEMORY_BUILDS
         self._parked_totals = {k: v for k, v in self._parked_totals.items() if v[1] > first}
@@ -620,3 +620,8 @@ def _identity(record: Record) -> tuple:
     """Who a record is among the members of a merged point: its resource and attributes
     as the enricher gave them, before any opt-out (the series start is added to it)."""
     return record.resource, tuple(sorted(record.attributes.items()))
+
+
+def _unit_key(unit: _Unit) -> tuple:
+    """A unit's key by content (its resource may be forgotten and made anew with it)."""
+    return unit.resource.attributes.items, unit.kind, unit.attributes.items

@@ -120,18 +120,47 @@ def test_a_non_monotonic_merged_sum_is_the_plain_sum_of_the_members_present():
     assert got == [(1000 * MS, 7), (1000 * MS, 11), (1000 * MS, 8)]
 
 
-def test_processes_of_one_name_are_members_of_one_point_without_opt_outs():
+@pytest.mark.parametrize("gap_ms, steps, expected", [
+    (10, [(2, [3, 4]), (3, [5, 6]), (4, [6]), (5, [8])], [7, 11, 12, 14]),
+    (0, [(2, [3, 4]), (3, [5, 6]), (4, [5, 9])], [7, 11, 14]),  # one member holding their sum
+])
+def test_processes_of_one_name_are_members_of_one_point_without_opt_outs(gap_ms, steps, expected):
     """Two pids of one executable to one peer are two series with equal records: one point.
     When one goes, the point keeps its total (also once a single record is left)."""
-    steps = [(2, [3, 4]), (3, [5, 6]), (4, [6]), (5, [8])]
     b = make_builder("tcp.connection.opened", False, dropped=())
     got = []
     for t, values in steps:
-        records = [tcp("a", 1000 + 10 * i, value, "tcp.connection.opened") for i, value in enumerate(values)]
+        records = [tcp("a", 1000 + gap_ms * i, value, "tcp.connection.opened") for i, value in enumerate(values)]
         [point] = points_of(b.build(EnrichedSnapshot(t * SECOND, records), AgentTelemetry()),
                             "tcp.connection.opened")
         got.append((point.start_ns, point.value))
-    assert got == [(1000 * MS, 7), (1000 * MS, 11), (1000 * MS, 12), (1000 * MS, 14)]
+    assert got == [(1000 * MS, value) for value in expected]
+
+
+def test_values_of_one_series_that_an_opt_out_makes_one_point_are_one_member():
+    """Without network.io.direction, a flow's bytes sent and received are one tcp.io point."""
+    b = make_builder("tcp.io", False, dropped=("network.io.direction",))
+    got = []
+    for t, sent, received in [(2, 10, 100), (3, 20, 150)]:
+        record = tcp("a", 1000, 0, "tcp.io")
+        record.series.stats.bytes_sent, record.series.stats.bytes_received = sent, received
+        [point] = points_of(b.build(EnrichedSnapshot(t * SECOND, [record]), AgentTelemetry()), "tcp.io")
+        got.append(point.value)
+    assert got == [110, 170]
+
+
+def test_a_point_whose_records_all_went_away_continues_when_one_comes_back():
+    """Its unit is forgotten after a few intervals without records, its running total is
+    not: a series that comes back (e.g. after its attributes changed and changed back)
+    continues the total, under the same start."""
+    b = make_builder("tcp.connection.opened", False)
+    steps = [(2, {"a": 3, "b": 4}), *((t, {}) for t in range(3, 9)), (9, {"a": 5})]
+    got = []
+    for t, members in steps:
+        records = [tcp(m, 1000, value, "tcp.connection.opened") for m, value in members.items()]
+        got += [(p.start_ns, p.value) for p in points_of(b.build(EnrichedSnapshot(t * SECOND, records),
+                                                                  AgentTelemetry()), "tcp.connection.opened")]
+    assert got == [(1000 * MS, 7), (1000 * MS, 9)]
 
 
 def dns(error, timeouts, start_ms=1000):
