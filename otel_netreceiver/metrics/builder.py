@@ -39,7 +39,7 @@ from otel_netreceiver.flows.model import EnrichedSnapshot, Histogram, Record, Re
 from otel_netreceiver.metrics import fields
 from otel_netreceiver.metrics.catalog import Catalog, MetricDef
 from otel_netreceiver.metrics.merging import (
-    Accumulator, Member, MemberState, plain_sum, subtract, went_backwards,
+    Accumulator, Member, MemberState, added, plain_sum, subtract, went_backwards,
 )
 from otel_netreceiver.metrics.points import (
     CUMULATIVE, DELTA, EMPTY, AttributeSet, Batch, MetricData, Point, ResourceData, ScopeData,
@@ -368,11 +368,7 @@ class MetricsBuilder:
         # a unit once merged keeps its running totals when one record is left
         if unit.others or self._settings.dropped_attributes or unit in self._unit_totals:
             records = [unit.record, *unit.others] if unit.others else [unit.record]
-            totals = self._unit_totals.get(unit)
-            totals = self._totals_of(unit) if totals is None else totals
-            members = [totals.member(_identity(r), r.series.start_ns, self._builds) for r in records]
-            unit.points = [self._points(metric, unit.projections[metric.index], records, totals, members)
-                           for metric in self._by_kind[unit.kind]]
+            unit.points = self._merged_unit_points(unit, records)
         else:  # the common case: one series, every extra attribute set its own
             unit.points = self._readers[unit.kind].points(unit.record.series, unit.projections)
             for metric in self._readers[unit.kind].varying:
@@ -385,6 +381,29 @@ class MetricsBuilder:
         if series is not None:
             self._by_series[id(series)] = unit
         unit.stale = False
+
+    def _merged_unit_points(self, unit: _Unit, records: list[Record]) -> list[list[Point]]:
+        """Per metric, the points of a unit that several records feed or that an opt-out
+        may merge: running totals (metrics/merging.py), each record a member."""
+        totals = self._unit_totals.get(unit)
+        totals = self._totals_of(unit) if totals is None else totals
+        metrics, first = self._by_kind[unit.kind], records[0]
+        # compared, not hashed: the enricher hands out the same attribute dict while unchanged
+        if len(records) == 1 and totals.alone((first.resource, first.attributes, first.series.start_ns), first):
+            return [self._points(m, unit.projections[m.index], records) for m in metrics]
+        lone = totals.share()
+        if lone is not None:
+            self._seed(totals, unit, lone)
+        members = [totals.member(_identity(r), r.series.start_ns, self._builds) for r in records]
+        return [self._total_points(m, unit.projections[m.index], records, totals, members) for m in metrics]
+
+    def _seed(self, totals: Accumulator, unit: _Unit, record: Record) -> None:
+        """A unit's totals, once a second member comes: the values of the one it had."""
+        state = totals.member(_identity(record), record.series.start_ns, self._builds)
+        for metric in self._by_kind[unit.kind]:
+            if _accumulates(metric.definition):
+                for point in self._points(metric, unit.projections[metric.index], [record]):
+                    totals.seed((metric.index, point.extra.items), state, point.value)
 
     def _totals_of(self, unit: _Unit) -> Accumulator:
         """The running totals of a unit new to them: those its key had when it was last
@@ -402,30 +421,43 @@ class MetricsBuilder:
         first = self._builds - DELTA_MEMORY_BUILDS
         self._parked_totals = {k: v for k, v in self._parked_totals.items() if v[1] > first}
 
-    def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record],
-                totals: Accumulator | None = None, members: list[MemberState] | None = None) -> list[Point]:
-        """The points of one metric of the records of a unit; with `totals`, those of
-        monotonic sums and histograms are running totals fed by `members` (one a record)."""
-        if len(records) == 1 and not metric.may_collide and totals is None:  # the common case, kept short
+    def _points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record]) -> list[Point]:
+        if len(records) == 1 and not metric.may_collide:  # the common case, kept short
             series = records[0].series
             start, typed = 0 if metric.gauge else series.start_ns, metric.typed
             return [Point(attributes, self._extra(metric, extra), start, typed(value))
                     for extra, value in metric.field.points(series.stats)]
         definition = metric.definition
-        totals = totals if _accumulates(definition) else None
         # keyed by content: the interned set of equal extras may be a new object after the
         # intern table is emptied in the middle of this loop
-        groups: dict[tuple, tuple[AttributeSet, list[Member]]] = {}
-        for record, member in zip(records, members or [None] * len(records)):
-            start = 0 if metric.gauge else record.series.start_ns
+        points: dict[tuple, Point] = {}
+        for record in records:
+            start = record.series.start_ns if definition.kind != "gauge" else 0
             for extra, value in metric.field.points(record.series.stats):
                 extra_set = self._extra(metric, extra)
-                group = groups.get(extra_set.items) or groups.setdefault(extra_set.items, (extra_set, []))
-                group[1].append((member, start, _typed(definition, value)))
-        i = metric.index
-        return [Point(attributes, extra_set,
-                      *(plain_sum(members) if totals is None else totals.total((i, items), members)))
-                for items, (extra_set, members) in groups.items()]
+                existing = points.get(extra_set.items)
+                if existing is None:
+                    points[extra_set.items] = Point(attributes, extra_set, start, _typed(definition, value))
+                else:
+                    existing.start_ns = min(existing.start_ns, start)
+                    existing.value = added(existing.value, _typed(definition, value))
+        return list(points.values())
+
+    def _total_points(self, metric: _FlowMetric, attributes: AttributeSet, records: list[Record],
+                      totals: Accumulator, members: list[MemberState]) -> list[Point]:
+        """`_points`, but those of monotonic sums and histograms are running totals that
+        `members` (one a record) feed."""
+        if not _accumulates(metric.definition):
+            return self._points(metric, attributes, records)
+        fed: dict[tuple, tuple[AttributeSet, list[Member]]] = {}  # keyed by content, as in `_points`
+        for record, member in zip(records, members):
+            start = record.series.start_ns
+            for extra, value in metric.field.points(record.series.stats):
+                extra_set = self._extra(metric, extra)
+                group = fed.get(extra_set.items) or fed.setdefault(extra_set.items, (extra_set, []))
+                group[1].append((member, start, _typed(metric.definition, value)))
+        return [Point(attributes, extra_set, *totals.total((metric.index, items), members_of))
+                for items, (extra_set, members_of) in fed.items()]
 
     def _merged(self, resource: _Resource, metric: _FlowMetric, units: list[_Unit]) -> list[Point]:
         """Points of different units that a metric's narrower attributes made equal, added

@@ -38,14 +38,14 @@ Value = int | float | Histogram
 
 
 class MemberState:
-    """One member of an accumulator's points: its series start and, per point, the
-    value it gave last."""
+    """One member of an accumulator's points: its series start and, per point (its
+    total, hashed by identity: cheaper than the point's key), the value it gave last."""
 
     __slots__ = ("start_ns", "last", "seen")
 
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
-        self.last: dict[Hashable, Value] = {}
+        self.last: dict[_Total, Value] = {}
         self.seen = 0  # the round it was last present in
 
 
@@ -67,6 +67,11 @@ class Accumulator:
     State unseen for `memory` rounds is forgotten (checked every `memory` rounds): a
     round is a build in which the accumulator was used at all, so the totals of a unit
     whose records did not change (and so were not fed) live as long as the unit does.
+
+    While one member is all it has ever had, that member's own values are the totals and
+    nothing is kept but the member (`alone`): under an opt-out, most units keep one
+    series, and those cost next to nothing more. When another member comes, the caller
+    seeds the totals with the lone member's values (`seed`), then feeds them.
     """
 
     def __init__(self, memory: int) -> None:
@@ -75,6 +80,29 @@ class Accumulator:
         self._members: dict[tuple[Hashable, int], MemberState] = {}
         self._round = 0
         self._build: int | None = None
+        self._lone: tuple[object, object] | None = None  # (what tells the lone member, its record)
+        self._shared = False  # more than one member ever
+
+    def alone(self, key: object, record: object) -> bool:
+        """Whether the member that `key` tells (compared, not hashed), present alone, is
+        the only one the points ever had: then its values are theirs. `record` is kept to
+        seed the totals from when another comes."""
+        if self._shared or (self._lone is not None and self._lone[0] != key):
+            return False
+        self._lone = (key, record)
+        return True
+
+    def share(self) -> object | None:
+        """Members from now on, fed through `total`: the lone member's record so far, whose
+        values the caller passes to `seed`, or None."""
+        lone, self._lone, self._shared = self._lone, None, True
+        return None if lone is None else lone[1]
+
+    def seed(self, point: Hashable, state: MemberState, value: Value) -> None:
+        """Start `point`'s total at the lone member's value, as last given by it."""
+        total = self._totals[point] = _Total(state.start_ns)
+        total.value, total.seen = value, self._round
+        state.last[total] = value
 
     def size(self) -> tuple[int, int]:
         """(points, members) it keeps."""
@@ -83,7 +111,8 @@ class Accumulator:
     def member(self, identity: Hashable, start_ns: int, build: int) -> MemberState:
         """The member known by `identity` and its series start, present in `build`
         (looked up once a build, then handed to `total` for each of its points)."""
-        self.advance(build)
+        if build != self._build:
+            self.advance(build)
         key = (identity, start_ns)
         state = self._members.get(key)
         if state is None:
@@ -99,8 +128,8 @@ class Accumulator:
             total = self._totals[point] = _Total(min(state.start_ns for state, _, _ in members))
         value = total.value
         for state, _, current in (members if len(members) == 1 else _combined(members)):
-            last = state.last.get(point)
-            state.last[point] = current
+            last = state.last.get(total)
+            state.last[total] = current
             if type(current) is not Histogram:  # a number: the common case, kept short
                 increase = current if last is None or current < last else current - last
                 value = increase if value is None else value + increase

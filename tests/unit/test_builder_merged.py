@@ -114,6 +114,22 @@ def test_merged_point_is_a_running_total_of_the_members_increases(metric, steps,
     assert [start for _, start in present] == (ended if delta else [1000 * MS] * len(present))
 
 
+@pytest.mark.parametrize("later, delta, expected", [
+    ("a", False, [3, 5, 6, 9]),  # the lone series restarts (a new start)
+    ("b", False, [3, 5, 6, 9]),  # another takes its place
+    ("a", True, [3, 2, 1, 3]),
+    ("b", True, [3, 2, 1, 3]),
+])
+def test_a_point_with_one_series_so_far_continues_when_another_member_comes(later, delta, expected):
+    """While one series is a point's only member its values are the point's; when another
+    member comes (its own restart included), the total continues from them."""
+    steps = [(2, {"a": (1000, 3)}), (3, {"a": (1000, 5)}), (4, {later: (3500, 1)}), (5, {later: (3500, 4)})]
+    got = run("tcp.connection.opened", delta, steps)
+    assert [value for _, value in got] == expected
+    assert [start for start, _ in got] == ([1000 * MS, 2 * SECOND, 3 * SECOND, 4 * SECOND] if delta
+                                           else [1000 * MS] * 4)
+
+
 def test_a_non_monotonic_merged_sum_is_the_plain_sum_of_the_members_present():
     """tcp.connection.active is a current count: it goes down when a member leaves."""
     got = run("tcp.connection.active", False, SUM_STEPS[:3])
