@@ -94,15 +94,20 @@ class _Unit:
     def __init__(self, resource: _Resource, kind: RecordKind, attributes: AttributeSet,
                  projections: list[AttributeSet]) -> None:
         self.resource, self.kind, self.attributes = resource, kind, attributes
-        # per metric of the kind: the attributes it keeps; narrow when it drops some
-        self.projections = projections
+        # per metric of the kind: the attributes it keeps; narrow when one drops some (when
+        # none does, every metric keeps `attributes`: no list is kept)
         self.narrow = any(p is not attributes for p in projections)
+        self.projections = projections if self.narrow else None
         self.series = self.attrs_src = self.resource_src = self.record = self.others = None
         # every metric's points in one tuple, metric after metric; metric i's are
         # points[shape[i]:shape[i + 1]] (shapes are shared: a few differ among thousands)
         self.points: tuple[Point, ...] | None = None
         self.shape: tuple[int, ...] = ()
         self.build = 0
+
+    def projection(self, i: int) -> AttributeSet:
+        """The attributes the kind's i-th metric exports."""
+        return self.attributes if self.projections is None else self.projections[i]
 
     def points_of(self, i: int) -> tuple[Point, ...]:
         """The points of the kind's i-th metric."""
@@ -229,13 +234,19 @@ class _Reader:
         self._nones = (None,) * len(self.slots)
         self._shapes: dict[tuple[bool, ...], tuple[int, ...]] = {}  # by which values are there
 
-    def points(self, series, projections: list[AttributeSet]) -> tuple[list[Point], tuple[int, ...]]:
+    def points(self, series, unit: _Unit) -> tuple[list[Point], tuple[int, ...]]:
         """The series' points, metric after metric (none for `varying` metrics), and
         their shape (see _Unit.points)."""
         start = series.start_ns
         values = self._read(series.stats)
-        points = [Point(projections[i], extra, 0 if gauge else start, typed(value))
-                  for (i, extra, typed, gauge), value in zip(self.slots, values) if value is not None]
+        if unit.projections is None:
+            attributes = unit.attributes
+            points = [Point(attributes, extra, 0 if gauge else start, typed(value))
+                      for (_, extra, typed, gauge), value in zip(self.slots, values) if value is not None]
+        else:
+            projections = unit.projections
+            points = [Point(projections[i], extra, 0 if gauge else start, typed(value))
+                      for (i, extra, typed, gauge), value in zip(self.slots, values) if value is not None]
         present = tuple(map(is_not, values, self._nones))
         shape = self._shapes.get(present)
         if shape is None:
@@ -404,12 +415,12 @@ class MetricsBuilder:
             return
         if unit.others or self._settings.dropped_attributes:
             records = [unit.record, *unit.others] if unit.others else [unit.record]
-            unit.set_points([self._points(metric, unit.projections[metric.index], records)
+            unit.set_points([self._points(metric, unit.projection(metric.index), records)
                              for metric in self._by_kind[unit.kind]])
         else:  # the common case: one series, every extra attribute set its own
-            points, shape = self._readers[unit.kind].points(unit.record.series, unit.projections)
+            points, shape = self._readers[unit.kind].points(unit.record.series, unit)
             for metric in self._readers[unit.kind].varying:
-                more = self._points(metric, unit.projections[metric.index], [unit.record])
+                more = self._points(metric, unit.projection(metric.index), [unit.record])
                 if more:  # in at the metric's place; the metrics after it move along
                     i = metric.index
                     points[shape[i]:shape[i]] = more
@@ -506,7 +517,7 @@ class MetricsBuilder:
                 continue
             i = metric.index
             points = _gathered(runs[metric.field.kind], i)
-            if metric.field.kind in narrow and any(u.projections[i] is not u.attributes for u in kind_units):
+            if metric.field.kind in narrow and any(u.projection(i) is not u.attributes for u in kind_units):
                 points = _merged(points)
             if points:
                 metrics.append(self._metric(metric.definition, ("flow", resource.attributes.items),
