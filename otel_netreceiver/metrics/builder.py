@@ -22,7 +22,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, groupby
-from operator import attrgetter, is_not, itemgetter, lt
+from operator import attrgetter, is_not, itemgetter, lt, sub
 from typing import Callable
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality
@@ -139,11 +139,14 @@ class _Layout:
         position = {id(m.definition): k for k, m in enumerate(self.metrics)}
         # per kind, per metric of the kind: (its index, position in `metrics` or -1, the
         # offset of each unit's points in it)
-        self.columns = {kind: [(m.index, position.get(id(m.definition), -1),
-                                array("q", accumulate(map(_width(m.index), kind_units),
-                                                      initial=0)))
-                               for m in self.flow_metrics[kind]]
-                        for kind, kind_units in self.by_kind.items()}
+        self.columns = {}
+        for kind, kind_units in self.by_kind.items():
+            shapes = list(map(_SHAPE, kind_units))
+            self.columns[kind] = [
+                (m.index, position.get(id(m.definition), -1),
+                 array("q", accumulate(map(sub, map(itemgetter(m.index + 1), shapes),
+                                           map(itemgetter(m.index), shapes)), initial=0)))
+                for m in self.flow_metrics[kind]]
 
     def patched(self, changed: list[_Unit]) -> list[MetricData] | None:
         """The metrics with the changed units' points in place; None when a unit's number
@@ -199,11 +202,6 @@ def _gathered(runs: list[tuple[tuple[int, ...], list[_Unit]]], i: int) -> list[P
         elif end > first:
             out.extend(chain.from_iterable(map(itemgetter(slice(first, end)), map(_POINTS, units))))
     return out
-
-
-def _width(i: int) -> Callable[[_Unit], int]:
-    """How many points a unit has in the kind's i-th metric."""
-    return lambda unit: unit.shape[i + 1] - unit.shape[i]
 
 
 def _kept(extra: dict[str, str], allowed: frozenset[str]) -> AttributeSet:
