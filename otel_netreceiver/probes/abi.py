@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import socket
+import sys
 from ctypes import Structure, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
 from enum import IntEnum
 
@@ -181,10 +182,14 @@ SKB_MIRRORS = {
 
 
 def address_text(raw: bytes, family: int) -> str:
-    """A 16-byte address as text; IPv4 families are stored v4-mapped (the last 4 bytes)."""
+    """A 16-byte address as text; IPv4 families are stored v4-mapped (the last 4 bytes).
+
+    Interned: thousands of flow keys share a few hundred peers, and each would otherwise
+    hold its own copy of the text (an interned string goes when its last user does).
+    """
     if family == Family.IPV4:
-        return socket.inet_ntop(socket.AF_INET, bytes(raw)[12:])
-    return str(ipaddress.IPv6Address(bytes(raw)))
+        return sys.intern(socket.inet_ntop(socket.AF_INET, bytes(raw)[12:]))
+    return sys.intern(str(ipaddress.IPv6Address(bytes(raw))))
 
 
 def comm_text(raw) -> str:

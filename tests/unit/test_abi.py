@@ -152,3 +152,9 @@ def test_keys_of_one_workload_share_one_workload_object():
     second = decode_key(raw_key(abi.Direction.INCOMING), workloads)
     assert first.workload is second.workload and first != second
     assert decode_key(raw_key(abi.Direction.OUTGOING)).workload == first.workload
+
+
+@pytest.mark.parametrize("family", [abi.Family.IPV4, abi.Family.IPV6])
+def test_keys_with_one_peer_share_its_address_text(family):
+    raw = bytes(10) + b"\xff\xff" + bytes([198, 18, 0, 77])
+    assert abi.address_text(bytearray(raw), family) is abi.address_text(bytes(raw), family)

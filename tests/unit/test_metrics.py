@@ -457,3 +457,42 @@ def test_a_merged_histogram_whose_member_leaves_gives_the_remaining_members_incr
     [(_, rtt)] = _opened(batch, "tcp.rtt")
     assert (rtt.counts, rtt.count, rtt.sum) == ([0, 0, 2], 2, 0.0)
     assert len(list(encoding.requests(batch, 8192))) == 1
+
+
+def test_a_units_points_sit_metric_after_metric_with_a_shared_shape():
+    """A unit keeps its points in one tuple and a shape of offsets: a failure reason goes in
+    at its metric's place, a missing histogram takes no room, and units that have the same
+    points per metric share one shape object."""
+    b = builder()
+    failed = {reason: 0 for reason in FailureReason} | {FailureReason.REFUSED: 3}
+    stats = [TcpStats(opened=1, bytes_sent=10),
+             TcpStats(opened=2, bytes_sent=20),
+             TcpStats(opened=3, bytes_sent=30, failed=failed, rtt=Histogram((0.1,), [1, 0], 0.05, 1)),
+             TcpStats(opened=4, bytes_sent=40), TcpStats(opened=6, bytes_sent=60)]
+    records = [Record(RecordKind.TCP, (("host.name", "h1"),), {"network.peer.address": f"198.18.20.{n}"},
+                      Series(SECOND, s)) for n, s in enumerate(stats, 1)]
+    batch = b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
+    units = [b._by_attributes[id(r.attributes)] for r in records]
+    names = [m.definition.name for m in b._by_kind[RecordKind.TCP]]
+    for unit, s in zip(units, stats):
+        by_metric = {name: unit.points_of(i) for i, name in enumerate(names)}
+        assert sum(map(len, by_metric.values())) == len(unit.points)
+        assert [p.value for p in by_metric["tcp.connection.opened"]] == [s.opened]
+        assert [(dict(p.extra.items)["error.type"], p.value) for p in by_metric["tcp.connection.failed"]] == (
+            [("refused", 3)] if s.failed else [])
+        assert len(by_metric["tcp.rtt"]) == (1 if s.rtt else 0)
+    assert units[0].shape is units[1].shape and units[2].shape != units[0].shape
+    exported = {(dict(items)["network.peer.address"], value) for items, value in _opened(batch)}
+    assert exported == {("198.18.20.1", 1), ("198.18.20.2", 2), ("198.18.20.3", 3), ("198.18.20.4", 4),
+                        ("198.18.20.5", 6)}
+    failed_before = [m for _, _, m in batch.metrics() if m.definition.name == "tcp.connection.failed"]
+    # one unit in five changes: patched in place, the others' points stay where they were
+    records[1] = Record(RecordKind.TCP, records[1].resource, records[1].attributes,
+                        Series(SECOND, TcpStats(opened=5, bytes_sent=50)))
+    batch = b.build(EnrichedSnapshot(3 * SECOND, records), AgentTelemetry())
+    exported = {(dict(items)["network.peer.address"], value) for items, value in _opened(batch)}
+    assert exported == {("198.18.20.1", 1), ("198.18.20.2", 5), ("198.18.20.3", 3), ("198.18.20.4", 4),
+                        ("198.18.20.5", 6)}
+    failed_after = [m for _, _, m in batch.metrics() if m.definition.name == "tcp.connection.failed"]
+    assert failed_after == failed_before and failed_after[0] is failed_before[0]  # kept, not rebuilt
+    assert [p.value for p in failed_after[0].points] == [3]
