@@ -49,7 +49,7 @@ class MemberState:
         self.seen = 0  # the round it was last present in
 
 
-Member = tuple[MemberState | None, int, Value]  # (the member, its series start, its cumulative value)
+Member = tuple[MemberState, int, Value]  # (the member, its series start, its cumulative value)
 
 
 class _Total:
