@@ -130,12 +130,12 @@ def render(rows: list[dict]) -> str:
     previous = None
     for row in rows:
         collect, flush = statistics.median(row["collect_ms"]), statistics.median(row["flush_ms"])
-        growth = (f"×{collect / previous:.1f} for ×{row['namespaces'] / prev_n:.0f} N"
+        growth = (f"×{collect / previous[0]:.1f} for ×{row['namespaces'] / previous[1]:.0f} N"
                   if previous else "-")
         lines.append(f"| {row['namespaces']} | {row['connections']} | {collect:.1f} "
                      f"[{min(row['collect_ms']):.1f}–{max(row['collect_ms']):.1f}] | {flush:.1f} | "
                      f"{flush / row['namespaces']:.2f} | {growth} | {row['losses']} |")
-        previous, prev_n = collect, row["namespaces"]
+        previous = collect, row["namespaces"]
     return "\n".join(lines)
 
 
