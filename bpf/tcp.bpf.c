@@ -85,8 +85,7 @@ struct sock_state {
 	__u32 flags;
 	__u32 passes;             /* per-interval passes seen while provisional */
 	__u16 local_port;         /* its provisional_on_port slot */
-	__u16 _pad;
-	struct bpf_spin_lock lock;  /* orders every update of `last` (and the final key) */
+	__u16 _pad[3];
 };
 
 struct listener_key {
@@ -125,12 +124,38 @@ struct {
 	__type(value, __s64);
 } gauges SEC(".maps");
 
+/* The locks that order every update of a `sockets` entry's `last` (and of its final
+ * key), one per stripe of socket addresses: array elements are never freed, so the
+ * `sockets` hash stays free of special fields, and its inserts and deletes stay plain
+ * copies. */
+#define LOCK_STRIPES 4096
+
+struct stripe {
+	struct bpf_spin_lock lock;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LOCK_STRIPES);
+	__type(key, __u32);
+	__type(value, struct stripe);
+} sock_locks SEC(".maps");
+
 /* Zero values to insert from (too large for the BPF stack). */
 struct nr_flow_stats empty_stats = {};
-/* As bytes: a global holding a struct bpf_spin_lock would put a lock in .bss. */
-char empty_sock[sizeof(struct sock_state)] = {};
+struct sock_state empty_sock = {};
 
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* The lock of the `sockets` entry whose incarnation is `gen` (see publish()): everyone
+ * who updates one incarnation takes the same lock. */
+static __always_inline struct bpf_spin_lock *lock_of(__u64 gen)
+{
+	__u32 stripe = (gen >> 16 ^ gen) & (LOCK_STRIPES - 1);
+	struct stripe *slot = bpf_map_lookup_elem(&sock_locks, &stripe);
+
+	return slot ? &slot->lock : NULL;
+}
 
 static __always_inline void gauge_add(__u32 gauge, __s64 delta)
 {
@@ -308,16 +333,18 @@ static __always_inline void provisional_add(__u16 port, int delta)
 static __always_inline __u64 replace_sock(struct sock_state *st)
 {
 	__u32 flags = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
-	__u64 next;
+	struct bpf_spin_lock *lock = lock_of(st->gen);
+	__u64 next = st->gen + 1;
 
 	if (!(flags & SOCK_ENDED))
 		count_loss(NR_LOSS_CLOSE_MISSED);
 	if (__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL)
 		provisional_add(st->local_port, -1);
 	gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
-	bpf_spin_lock(&st->lock);
-	next = st->gen + 1;
-	bpf_spin_unlock(&st->lock);
+	if (lock) {
+		bpf_spin_lock(lock);
+		bpf_spin_unlock(lock);
+	}
 	return next;
 }
 
@@ -368,7 +395,7 @@ static __always_inline void publish(struct sock_state *st, __u64 gen)
 	__sync_lock_test_and_set(&st->gen, gen);
 }
 
-/* Under st->lock: what moved since the last flush into `delta`, `now` remembered as
+/* Under the entry's lock: what moved since the last flush into `delta`, `now` remembered as
  * flushed; false when nothing moved. Bytes never go back: the per-interval pass may read
  * a lower bound (read_unlocked), which a later reading catches up with. */
 static __always_inline bool commit(struct sock_state *st, const __s64 now[C_MAX],
@@ -438,11 +465,14 @@ static __always_inline void account(struct sock *sk, struct sock_state *st,
 {
 	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
 	bool opening = opening_now(st), moved = false, have = read_counters(sk, st, now);
+	struct bpf_spin_lock *lock = lock_of(st->gen);
 
-	bpf_spin_lock(&st->lock);
+	if (!lock)
+		return;
+	bpf_spin_lock(lock);
 	if (have)
 		moved = commit(st, now, delta);
-	bpf_spin_unlock(&st->lock);
+	bpf_spin_unlock(lock);
 	if (stats)
 		add_flush(stats, st->flags, opening, ending, delta, moved);
 }
@@ -469,17 +499,18 @@ static __always_inline void rtt_sample(struct sock *sk, struct nr_flow_stats *st
  * next flush. */
 static __always_inline void finalize(struct sock_state *st, const struct nr_identity *id)
 {
+	struct bpf_spin_lock *lock;
 	__u32 was = 0;
 
-	if (!(st->flags & SOCK_PROVISIONAL))
+	if (!(st->flags & SOCK_PROVISIONAL) || !(lock = lock_of(st->gen)))
 		return;
-	bpf_spin_lock(&st->lock);
+	bpf_spin_lock(lock);
 	if (st->flags & SOCK_PROVISIONAL) {
 		if (id)
 			st->key.id = *id;
 		was = __sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL);
 	}
-	bpf_spin_unlock(&st->lock);
+	bpf_spin_unlock(lock);
 	if (was & SOCK_PROVISIONAL)
 		provisional_add(st->local_port, -1);
 }
@@ -662,12 +693,15 @@ static __always_inline void last_flush(struct sock *sk, struct sock_state *st)
 {
 	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
 	bool moved = false, have = read_counters(sk, st, now);
+	struct bpf_spin_lock *lock = lock_of(st->gen);
 	struct nr_flow_stats *stats;
 
-	bpf_spin_lock(&st->lock);
+	if (!lock)
+		return;
+	bpf_spin_lock(lock);
 	if (have)
 		moved = commit(st, now, delta);
-	bpf_spin_unlock(&st->lock);
+	bpf_spin_unlock(lock);
 	if (!moved)
 		return;
 	stats = flow_stats(&st->key);
@@ -879,6 +913,7 @@ static __always_inline void flush_tracked(__u64 addr, struct sock_state *st)
 	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
 	bool moved = false, opening = false, valid;
 	__u64 gen = st->gen, cookie;
+	struct bpf_spin_lock *lock;
 	struct nr_flow_stats *stats;
 	struct nr_flow_key key;
 	struct tcp_sock *tp;
@@ -905,17 +940,19 @@ static __always_inline void flush_tracked(__u64 addr, struct sock_state *st)
 		return;
 	__builtin_memcpy(&key, &st->key, sizeof(key));
 	stats = flow_stats(&key);
-	if (!stats)
+	lock = lock_of(gen);
+	if (!stats || !lock)
 		return;
-	bpf_spin_lock(&st->lock);
-	/* the fetch-add is a full barrier: the key and flags below are this incarnation's */
-	valid = __sync_fetch_and_add(&st->gen, 0) == gen && same_key(&key, &st->key) &&
-		!(st->flags & (SOCK_ENDED | SOCK_PROVISIONAL));
+	bpf_spin_lock(lock);
+	/* the fetch-add is a full barrier: the flags and key below are this incarnation's
+	 * (a final key is written before SOCK_PROVISIONAL goes, see finalize()) */
+	valid = __sync_fetch_and_add(&st->gen, 0) == gen &&
+		!(st->flags & (SOCK_ENDED | SOCK_PROVISIONAL)) && same_key(&key, &st->key);
 	if (valid) {
 		opening = opening_now(st);
 		moved = commit(st, now, delta);
 	}
-	bpf_spin_unlock(&st->lock);
+	bpf_spin_unlock(lock);
 	if (!valid)
 		return;
 	add_flush(stats, flags, opening, false, delta, moved);
