@@ -141,6 +141,13 @@ struct {
 	__type(value, struct stripe);
 } sock_locks SEC(".maps");
 
+/* 1 while user space runs the per-interval pass: it sets this, waits for an RCU grace
+ * period (every program that started before sees it from then on), runs the pass, then
+ * clears it. Only then can anyone but the socket's own lock holder update an entry, so
+ * only then do close and destroy take the entry locks. Its own section: user space
+ * writes it alone. */
+__u32 pass_running SEC(".data.pass") = 0;
+
 /* Zero values to insert from (too large for the BPF stack). */
 struct nr_flow_stats empty_stats = {};
 struct sock_state empty_sock = {};
@@ -341,7 +348,7 @@ static __always_inline __u64 replace_sock(struct sock_state *st)
 	if (__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL)
 		provisional_add(st->local_port, -1);
 	gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
-	if (lock) {
+	if (pass_running && lock) {
 		bpf_spin_lock(lock);
 		bpf_spin_unlock(lock);
 	}
@@ -414,6 +421,27 @@ static __always_inline bool commit(struct sock_state *st, const __s64 now[C_MAX]
 	return any != 0;
 }
 
+/* commit() for a caller that holds the socket lock (state change, destroy): the
+ * entry's lock is needed only while the pass may update the entry too. Taking it after
+ * SOCK_ENDED is set also means a pass that was writing the entry is done before it can
+ * be deleted (see flush_tracked). */
+static __always_inline bool commit_owned(struct sock_state *st, const __s64 now[C_MAX],
+					 __s64 delta[C_MAX])
+{
+	struct bpf_spin_lock *lock;
+	bool moved;
+
+	if (!pass_running)
+		return commit(st, now, delta);
+	lock = lock_of(st->gen);
+	if (!lock)
+		return false;
+	bpf_spin_lock(lock);
+	moved = commit(st, now, delta);
+	bpf_spin_unlock(lock);
+	return moved;
+}
+
 /* Whether this flush is the one that counts the connection's opening (once, established). */
 static __always_inline bool opening_now(struct sock_state *st)
 {
@@ -458,21 +486,15 @@ static __always_inline void add_flush(struct nr_flow_stats *stats, __u32 flags, 
 }
 
 /* A flush by a caller that holds the socket lock (state change, destroy): the counters
- * are exact. The entry lock is always taken, so a pass that was writing this entry is
- * done before it can be deleted (see flush_tracked). `stats` may be NULL (map full). */
+ * are exact. `stats` may be NULL (map full): the deltas are taken all the same. */
 static __always_inline void account(struct sock *sk, struct sock_state *st,
 				    struct nr_flow_stats *stats, bool ending)
 {
 	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
-	bool opening = opening_now(st), moved = false, have = read_counters(sk, st, now);
-	struct bpf_spin_lock *lock = lock_of(st->gen);
+	bool opening = opening_now(st), moved = false;
 
-	if (!lock)
-		return;
-	bpf_spin_lock(lock);
-	if (have)
-		moved = commit(st, now, delta);
-	bpf_spin_unlock(lock);
+	if (read_counters(sk, st, now))
+		moved = commit_owned(st, now, delta);
 	if (stats)
 		add_flush(stats, st->flags, opening, ending, delta, moved);
 }
@@ -493,24 +515,36 @@ static __always_inline void rtt_sample(struct sock *sk, struct nr_flow_stats *st
 		rtt_add(stats, tp->srtt_us);
 }
 
+static __always_inline __u32 make_final(struct sock_state *st, const struct nr_identity *id)
+{
+	__u32 was = __sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL);
+
+	if ((was & SOCK_PROVISIONAL) && id)
+		st->key.id = *id;
+	return was;
+}
+
 /* Make a provisional identity final: `id` when given (the current task's), else keep the
- * listener's. The key is written under the lock before the flag goes, so a flush never
- * adds to a half-written key. Counts held back until now go to the final key at the
- * next flush. */
+ * listener's. Counts held back until now go to the final key at the next flush. While a
+ * pass runs this happens under the entry's lock, so the pass never adds to a key being
+ * rewritten (it compares its copy with the key under that lock). */
 static __always_inline void finalize(struct sock_state *st, const struct nr_identity *id)
 {
 	struct bpf_spin_lock *lock;
-	__u32 was = 0;
+	__u32 was;
 
-	if (!(st->flags & SOCK_PROVISIONAL) || !(lock = lock_of(st->gen)))
+	if (!(st->flags & SOCK_PROVISIONAL))
 		return;
-	bpf_spin_lock(lock);
-	if (st->flags & SOCK_PROVISIONAL) {
-		if (id)
-			st->key.id = *id;
-		was = __sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL);
+	if (pass_running) {
+		lock = lock_of(st->gen);
+		if (!lock)
+			return;
+		bpf_spin_lock(lock);
+		was = make_final(st, id);
+		bpf_spin_unlock(lock);
+	} else {
+		was = make_final(st, id);
 	}
-	bpf_spin_unlock(lock);
 	if (was & SOCK_PROVISIONAL)
 		provisional_add(st->local_port, -1);
 }
@@ -613,8 +647,8 @@ static __always_inline __u32 failure_reason(const struct sock *sk)
 }
 
 /* Count the end of a connection once: closed (with its duration and last RTT) or failed.
- * SOCK_ENDED is set before account() takes the entry lock: from then on the
- * per-interval pass adds nothing for this socket. */
+ * SOCK_ENDED is set before account() commits: from then on the per-interval pass adds
+ * nothing for this socket. */
 static __always_inline void end(struct sock *sk, struct sock_state *st)
 {
 	struct nr_flow_stats *stats;
@@ -692,17 +726,9 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 static __always_inline void last_flush(struct sock *sk, struct sock_state *st)
 {
 	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
-	bool moved = false, have = read_counters(sk, st, now);
-	struct bpf_spin_lock *lock = lock_of(st->gen);
 	struct nr_flow_stats *stats;
 
-	if (!lock)
-		return;
-	bpf_spin_lock(lock);
-	if (have)
-		moved = commit(st, now, delta);
-	bpf_spin_unlock(lock);
-	if (!moved)
+	if (!read_counters(sk, st, now) || !commit_owned(st, now, delta))
 		return;
 	stats = flow_stats(&st->key);
 	if (stats)
@@ -710,8 +736,9 @@ static __always_inline void last_flush(struct sock *sk, struct sock_state *st)
 }
 
 /* Resets may follow the CLOSE transition (SO_LINGER 0 closes, then sends the reset), so
- * the entry lives until the socket is destroyed. Both paths take the entry lock after
- * SOCK_ENDED is set, so the element is deleted only once no pass writes it. */
+ * the entry lives until the socket is destroyed. While a pass runs, both paths take the
+ * entry lock after SOCK_ENDED is set, so the element is deleted only once no pass
+ * writes it. */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tcp_destroy, struct sock *sk)
 {
@@ -795,13 +822,16 @@ int BPF_PROG(tcp_received, struct sock *sk, int ret, int flags)
  *   counters, must be the one stored at track time; a new socket has another one (or 0).
  * - Which entry. A preallocated hash hands a deleted element out again at once. `gen`
  *   (published last, see publish()) names the entry's incarnation: it is read first and
- *   compared again under the entry's lock before anything is written. Every update of
- *   `last` happens under that lock; close and destroy set SOCK_ENDED before theirs, and
- *   a pass that finds it set writes nothing; destroy and replace take the lock after
- *   SOCK_ENDED is set, so no pass writes an element once it is back in the map's pool.
- *   The updates of one entry are thus serialized, each adds what moved since the one
- *   before, and they sum to the value the last one (close or destroy, exact under the
- *   socket lock) reads: nothing is added twice or lost, whichever way a race goes.
+ *   compared again under the entry's lock (sock_locks) before anything is written.
+ * - Who updates `last`. Outside a pass only the socket's own lock holder does (state
+ *   changes, destroy), so the hot paths take no entry lock (pass_running). During a
+ *   pass every update of `last` happens under the entry's lock: close and destroy set
+ *   SOCK_ENDED before theirs, and a pass that finds it set writes nothing; destroy and
+ *   replace take the lock after SOCK_ENDED is set, so no pass writes an element once it
+ *   is back in the map's pool. The updates of one entry are thus serialized, each adds
+ *   what moved since the one before, and they sum to the value the last one (close or
+ *   destroy, exact under the socket lock) reads: nothing is added twice or lost,
+ *   whichever way a race goes.
  * - Torn readings. Without the socket lock two counters that move together can be seen
  *   half done: bytes_sent before bytes_retrans during a retransmission, bytes_received
  *   counting a FIN before SOCK_DONE is set. read_unlocked() takes a reading as exact only

@@ -196,6 +196,7 @@ class TcpCollector:
             self._inner = [loaded.map("flows_a"), loaded.map("flows_b")]
             self._outer_fd = loaded.map("flows").fd
             self._flush_link = loaded.links["sockets_flush"]
+            self._pass_fd = loaded.map(".data.pass").fd
             self._adopt_link = loaded.links["tcp_adopt"]
             self._set_slot(0)
             self.flush_live()  # adopt connections that exist already
@@ -238,8 +239,21 @@ class TcpCollector:
         has no connection its tracepoints did not see. Flush first: an adopted connection
         gets a whole interval before its first pass (its grace to be claimed).
         """
-        libbpf.run_iterator(self._flush_link)
+        self._pass_running(True)
+        try:
+            libbpf.run_iterator(self._flush_link)
+        finally:
+            self._pass_running(False)
         self._adopt_new_namespaces()
+
+    def _pass_running(self, running: bool) -> None:
+        """Tell the programs a pass runs (bpf/tcp.bpf.c `pass_running`): while it does,
+        close and destroy take the entry locks the pass takes. Before the pass starts,
+        an RCU grace period (the map-in-map update does one) lets every program that may
+        not have seen the flag finish."""
+        libbpf.update(self._pass_fd, ctypes.c_uint32(0), ctypes.c_uint32(int(running)))
+        if running:
+            self._set_slot(self._slot)  # same map: only for the grace period
 
     def _adopt_new_namespaces(self) -> None:
         """Run the `iter/tcp` pass in each namespace not seen before (ours included).
