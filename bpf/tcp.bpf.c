@@ -785,7 +785,7 @@ int BPF_PROG(tcp_reset_received, struct sock *sk)
  * waits to be claimed, one field and one counter are read. */
 static __always_inline void claim(struct sock *sk)
 {
-	struct nr_identity id = {};
+	struct nr_identity id;  /* every field set below: no zeroing on the common path */
 	struct sock_state *st;
 
 	if (!provisional_on_port[sk->__sk_common.skc_num] || !is_tcp_inet(sk))
@@ -793,6 +793,7 @@ static __always_inline void claim(struct sock *sk)
 	st = lookup_sock(sk);
 	if (!st || !(st->flags & SOCK_PROVISIONAL))
 		return;
+	id._pad = 0;
 	identity_from_task(&id, sk);
 	finalize(st, &id);
 }
