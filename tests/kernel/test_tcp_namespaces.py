@@ -11,6 +11,7 @@ apart by server port (one per namespace) and by this process's pid.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import socket
@@ -233,3 +234,39 @@ def test_connection_older_than_the_collector_in_an_older_namespace_is_adopted():
         sent, received, opened, closed, active = adopted[direction]
         assert (opened, closed, active) == (0, 0, 1)
     assert adopted["outgoing"][:2] == (601, 1801) and adopted["incoming"][:2] == (1801, 601)
+
+
+def test_connect_in_progress_when_the_collector_starts_is_adopted_once_connected():
+    """The start pass leaves connecting sockets alone; the connection is adopted when its
+    handshake completes (SYN_SENT -> ESTABLISHED with no entry), and flushed live."""
+    with namespaces(1) as paths:
+        place = Place(paths[0], FIRST_PORT)
+        drop = ["-p", "tcp", "--dport", str(FIRST_PORT), "--syn", "-j", "DROP"]
+        name = os.path.basename(paths[0])
+        subprocess.run(["ip", "netns", "exec", name, "iptables", "-A", "INPUT", *drop], check=True)
+        with netns.inside(place.path):
+            client = socket.socket()
+        client.setblocking(False)
+        try:
+            assert client.connect_ex(("127.0.0.1", FIRST_PORT)) == errno.EINPROGRESS
+            with TcpCollector(KEEP_ALL) as collector:
+                subprocess.run(["ip", "netns", "exec", name, "iptables", "-D", "INPUT", *drop],
+                               check=True)
+                client.setblocking(True)
+                client.settimeout(10)  # the SYN is sent again after ~1 s
+                assert client.send(b"") == 0  # waits for the handshake
+                server, _ = place.listener.accept()
+                first = ours(collect(collector), place.port)
+                place.talk((client, server), 2500, 600)
+                snap = collect(collector)
+                got = deltas(first, ours(snap, place.port))
+                place.close((client, server))
+                server = None
+                place.settle()
+                closed = ours(collect(collector), place.port)
+        finally:
+            client.close()
+            place.close_all()
+    assert got["outgoing"][:2] == (2500, 600)
+    sent, received, opened, closed_count, active = closed["outgoing"]
+    assert (sent, received, opened, closed_count, active) == (2500, 600, 0, 1, 0)
