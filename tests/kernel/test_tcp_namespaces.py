@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import secrets
 import socket
 import subprocess
+import threading
 import time
 from collections import Counter
 
@@ -270,3 +272,61 @@ def test_connect_in_progress_when_the_collector_starts_is_adopted_once_connected
     assert got["outgoing"][:2] == (2500, 600)
     sent, received, opened, closed_count, active = closed["outgoing"]
     assert (sent, received, opened, closed_count, active) == (2500, 600, 0, 1, 0)
+
+
+def churn(place: Place, held, count: int, stop: threading.Event) -> None:
+    """`count` short connections, each talking once, while `held` keeps talking between
+    them: the pass meets sockets mid-transfer, closing and being destroyed."""
+    rng = random.Random(place.port)
+    for n in range(count):
+        pair = place.open()
+        place.talk(pair, rng.randrange(1, 20000), rng.randrange(1, 20000))
+        place.close(pair)
+        place.talk(held, rng.randrange(1, 200000), rng.randrange(1, 200000))
+        if stop.is_set():
+            break
+
+
+def test_totals_exact_and_never_going_back_while_passes_race_with_traffic():
+    """Passes run back to back while connections transfer, close and are destroyed in
+    three namespaces: every cumulative byte count only grows, and once the traffic has
+    settled the totals equal what was written and read."""
+    with TcpCollector(KEEP_ALL) as collector, namespaces(3) as paths:
+        places = [Place(path, FIRST_PORT + i) for i, path in enumerate(paths)]
+        stop, totals = threading.Event(), {p.port: Counter() for p in places}
+        try:
+            helds = [place.open() for place in places]
+            for place, held in zip(places, helds):
+                place.talk(held, 1, 1)  # claimed: its opening is in `base`
+            base = collect(collector)
+            for place in places:
+                place.take()
+            workers = [threading.Thread(target=churn, args=(p, h, 150, stop))
+                       for p, h in zip(places, helds)]
+            for worker in workers:
+                worker.start()
+            previous, deadline = base, time.monotonic() + 60
+            while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+                snap = collect(collector)
+                for place in places:
+                    for d, now in ours(snap, place.port).items():
+                        before = ours(previous, place.port).get(d, (0, 0))
+                        assert now[0] >= before[0] and now[1] >= before[1], (d, before, now)
+                previous = snap
+            stop.set()
+            for worker in workers:
+                worker.join(timeout=30)
+            for place, held in zip(places, helds):
+                place.close(held)
+                place.settle()
+                totals[place.port] = place.take()
+            final = collect(collector)
+        finally:
+            stop.set()
+            for place in places:
+                place.close_all()
+    for place in places:
+        got = deltas(ours(base, place.port), ours(final, place.port))
+        truth = totals[place.port]
+        assert got == expected(truth, 0), (place.port, final.losses)
+        assert truth["opened"] > 100
