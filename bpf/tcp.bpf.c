@@ -76,10 +76,10 @@ const volatile struct nr_settings settings = {};
 struct sock_state {
 	struct nr_flow_key key;
 	__u64 start_ns;           /* when it became established; 0 when unknown */
-	__u64 gen;                /* this entry's incarnation (cookie << 16 | count); 0 while
-				   * being set up: see publish() */
-	__u64 cookie;             /* the socket's cookie: tells it from a later socket that
-				   * reuses its memory */
+	__u64 gen;                /* this entry's incarnation (next_gen()); 0 while being set
+				   * up: see publish() */
+	__u64 print;              /* the socket's sk_hash and ports once connected (0 before):
+				   * tells it from a later socket that reuses its memory */
 	__s64 last[C_MAX];        /* values already added to the aggregates (under `lock`) */
 	__s64 resets[2];          /* resets sent / received (no tcp_sock counter exists) */
 	__u32 flags;
@@ -147,6 +147,14 @@ struct {
  * only then do close and destroy take the entry locks. Its own section: user space
  * writes it alone. */
 __u32 pass_running SEC(".data.pass") = 0;
+
+/* Per-CPU counters that number the incarnations of `sockets` entries (next_gen()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gens SEC(".maps");
 
 /* Zero values to insert from (too large for the BPF stack). */
 struct nr_flow_stats empty_stats = {};
@@ -337,11 +345,10 @@ static __always_inline void provisional_add(__u16 port, int delta)
  * that connection's counts are lost: say so. Returns the next incarnation count. The
  * lock is taken once after SOCK_ENDED is set: a pass still writing this element is done
  * before it is handed back to the map. */
-static __always_inline __u64 replace_sock(struct sock_state *st)
+static __always_inline void replace_sock(struct sock_state *st)
 {
 	__u32 flags = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
 	struct bpf_spin_lock *lock = lock_of(st->gen);
-	__u64 next = st->gen + 1;
 
 	if (!(flags & SOCK_ENDED))
 		count_loss(NR_LOSS_CLOSE_MISSED);
@@ -352,7 +359,25 @@ static __always_inline __u64 replace_sock(struct sock_state *st)
 		bpf_spin_lock(lock);
 		bpf_spin_unlock(lock);
 	}
-	return next;
+}
+
+/* A number no other incarnation of any entry has had: a per-CPU count, the CPU in the
+ * low bits (never 0). */
+static __always_inline __u64 next_gen(void)
+{
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(&gens, &zero);
+
+	if (!count)
+		return 0;
+	return (__sync_fetch_and_add(count, 1) + 1) << 12 | (bpf_get_smp_processor_id() & 0xfff);
+}
+
+/* What tells a connected socket from a later socket at the same address: its ehash
+ * value and ports (a new socket has 0 until it is hashed). */
+static __always_inline __u64 print_of(const struct sock *sk)
+{
+	return (__u64)sk->__sk_common.skc_hash << 32 | sk->__sk_common.skc_portpair;
 }
 
 /* A fresh `sockets` entry with its key filled from the socket; NULL (counted) when full.
@@ -360,14 +385,14 @@ static __always_inline __u64 replace_sock(struct sock_state *st)
 static __always_inline struct sock_state *track_sock(struct sock *sk, __u8 direction,
 						     __u32 flags, __u64 *gen)
 {
-	__u64 key = (__u64)sk, count = 1;
+	__u64 key = (__u64)sk;
 	struct sock_state *st;
 	long err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_NOEXIST);
 
 	if (err == -EEXIST) {
 		st = bpf_map_lookup_elem(&sockets, &key);
 		if (st)
-			count = replace_sock(st);
+			replace_sock(st);
 		err = bpf_map_update_elem(&sockets, &key, &empty_sock, BPF_EXIST);
 	} else if (!err) {
 		gauge_add(NR_GAUGE_SOCKETS, 1);
@@ -377,8 +402,7 @@ static __always_inline struct sock_state *track_sock(struct sock *sk, __u8 direc
 		count_loss(NR_LOSS_SOCKETS_FULL);
 		return NULL;
 	}
-	st->cookie = bpf_get_socket_cookie(sk);
-	*gen = st->cookie << 16 | (count & 0xffff);
+	*gen = next_gen();
 	st->local_port = sk->__sk_common.skc_num;
 	if (flags & SOCK_PROVISIONAL)
 		provisional_add(st->local_port, 1);
@@ -569,6 +593,7 @@ static __always_inline void adopt(struct sock *sk, const struct nr_identity *own
 	if (read_counters(sk, st, now))
 		for (i = 0; i < C_MAX; i++)
 			st->last[i] = now[i];
+	st->print = print_of(sk);
 	publish(st, gen);
 }
 
@@ -586,9 +611,11 @@ static __always_inline void on_connect(struct sock *sk)
 }
 
 /* Opened is counted at the first flush (close, destroy or the interval's pass, which runs
- * before every drain), so a short connection costs one aggregate lookup, not two. */
-static __always_inline void on_connected(struct sock_state *st)
+ * before every drain), so a short connection costs one aggregate lookup, not two. Its
+ * ports are known from now on: the pass leaves it alone until then. */
+static __always_inline void on_connected(struct sock *sk, struct sock_state *st)
 {
+	st->print = print_of(sk);
 	st->start_ns = bpf_ktime_get_ns();
 	__sync_fetch_and_or(&st->flags, SOCK_ESTABLISHED);
 }
@@ -607,6 +634,7 @@ static __always_inline void on_accepted(struct sock *sk)
 	if (!st)
 		return;
 	st->start_ns = bpf_ktime_get_ns();
+	st->print = print_of(sk);
 	if (owner)
 		st->key.id = *owner;
 	else
@@ -623,7 +651,7 @@ static __always_inline void on_left_syn_recv(struct sock *sk, int newstate)
 	if (st && st->key.direction == NR_DIR_OUTGOING && !(st->flags & SOCK_ENDED) &&
 	    !(st->flags & SOCK_ESTABLISHED)) {
 		if (newstate == TCP_ESTABLISHED)
-			on_connected(st);
+			on_connected(sk, st);
 		return;
 	}
 	on_accepted(sk);
@@ -711,7 +739,7 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	} else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
 		st = lookup_sock(sk);
 		if (st)
-			on_connected(st);
+			on_connected(sk, st);
 		else
 			adopt(sk, NULL);  /* connecting when we started: no pass will adopt it */
 	} else if (oldstate == TCP_SYN_RECV) {
@@ -819,8 +847,12 @@ int BPF_PROG(tcp_received, struct sock *sk, int ret, int flags)
  *
  * - Which socket. TCP sockets are SLAB_TYPESAFE_BY_RCU: a freed socket's memory may hold
  *   another socket at once (or, much later, anything). The socket is read through
- *   bpf_rdonly_cast (fault-safe loads), and its cookie, read before and after its
- *   counters, must be the one stored at track time; a new socket has another one (or 0).
+ *   bpf_rdonly_cast (fault-safe loads), and its ehash value and ports (print_of), read
+ *   before and after its counters, must be the ones stored when it connected; a new
+ *   socket has 0 until it is hashed. (Only a socket whose destroy we missed leaves its
+ *   entry behind; the socket cookie would also tell a later socket with the same ports,
+ *   but making one costs ~60 ns per tracked socket on the hot path.) A connecting socket
+ *   (no ports yet) is left to close and destroy, or to the first pass once connected.
  * - Which entry. A preallocated hash hands a deleted element out again at once. `gen`
  *   (published last, see publish()) names the entry's incarnation: it is read first and
  *   compared again under the entry's lock (sock_locks) before anything is written.
@@ -874,8 +906,8 @@ static __always_inline bool lock_free(struct tcp_sock *tp)
 }
 
 /* The counters of the socket at `tp` read without its lock (see above); false when that
- * memory is no longer the socket whose cookie is `cookie`. */
-static __always_inline bool read_unlocked(struct tcp_sock *tp, __u64 cookie,
+ * memory is no longer the connected socket whose print_of() is `print`. */
+static __always_inline bool read_unlocked(struct tcp_sock *tp, __u64 print,
 					  const struct sock_state *st, __s64 now[C_MAX])
 {
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
@@ -883,7 +915,7 @@ static __always_inline bool read_unlocked(struct tcp_sock *tp, __u64 cookie,
 	__u32 una, inflight;
 	int i;
 
-	if (sk->__sk_common.skc_cookie.counter != cookie)
+	if (!print || print_of(sk) != print)
 		return false;
 	for (i = 0; i < CONSISTENT_READ_TRIES; i++) {
 		read_pair(tp, &a);
@@ -912,7 +944,7 @@ single:
 	now[C_RETRANS] = tp->total_retrans;
 	now[C_RST_TX] = st->resets[0];
 	now[C_RST_RX] = st->resets[1];
-	return sk->__sk_common.skc_cookie.counter == cookie;
+	return print_of(sk) == print;
 }
 
 /* Whether nothing moved since the last flush (bytes: a lower bound below it is nothing). */
@@ -943,7 +975,7 @@ static __always_inline void flush_tracked(__u64 addr, struct sock_state *st)
 {
 	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
 	bool moved = false, opening = false, valid;
-	__u64 gen = st->gen, cookie;
+	__u64 gen = st->gen, print;
 	struct bpf_spin_lock *lock;
 	struct nr_flow_stats *stats;
 	struct nr_flow_key key;
@@ -960,9 +992,9 @@ static __always_inline void flush_tracked(__u64 addr, struct sock_state *st)
 	flags = st->flags;
 	if (flags & SOCK_ENDED)
 		return;  /* closed: its last counts go in at destroy */
-	cookie = st->cookie;
+	print = st->print;
 	tp = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
-	if (!read_unlocked(tp, cookie, st, now))
+	if (!read_unlocked(tp, print, st, now))
 		return;
 	/* An idle connection leaves its key alone: nothing to add, and its smoothed RTT has
 	 * not moved without traffic (another sample would repeat the last one). Its series
