@@ -166,7 +166,7 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
  * who updates one incarnation takes the same lock. */
 static __always_inline struct bpf_spin_lock *lock_of(__u64 gen)
 {
-	__u32 stripe = (gen >> 16 ^ gen) & (LOCK_STRIPES - 1);
+	__u32 stripe = (gen >> 12 ^ gen) & (LOCK_STRIPES - 1);
 	struct stripe *slot = bpf_map_lookup_elem(&sock_locks, &stripe);
 
 	return slot ? &slot->lock : NULL;
@@ -342,9 +342,9 @@ static __always_inline void provisional_add(__u16 port, int delta)
 
 /* The entry at a socket's address is ours now: the old one is an earlier connection of
  * this socket, or one whose destroy we never saw. If its close was never seen either,
- * that connection's counts are lost: say so. Returns the next incarnation count. The
- * lock is taken once after SOCK_ENDED is set: a pass still writing this element is done
- * before it is handed back to the map. */
+ * that connection's counts are lost: say so. While a pass runs, the entry's lock is
+ * taken once after SOCK_ENDED is set: a pass still writing the old element is done
+ * before it goes back to the map's pool. */
 static __always_inline void replace_sock(struct sock_state *st)
 {
 	__u32 flags = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
