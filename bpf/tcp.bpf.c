@@ -80,7 +80,7 @@ struct sock_state {
 				   * up: see publish() */
 	__u64 print;              /* the socket's sk_hash and ports once connected (0 before):
 				   * tells it from a later socket that reuses its memory */
-	__s64 last[C_MAX];        /* values already added to the aggregates (under `lock`) */
+	__s64 last[C_MAX];        /* values already added to the aggregates (see flush_tracked) */
 	__s64 resets[2];          /* resets sent / received (no tcp_sock counter exists) */
 	__u32 flags;
 	__u32 passes;             /* per-interval passes seen while provisional */
