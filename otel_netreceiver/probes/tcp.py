@@ -198,6 +198,8 @@ class TcpCollector:
             self._flush_link = loaded.links["sockets_flush"]
             self._pass_fd = loaded.map(".data.pass").fd
             self._adopt_link = loaded.links["tcp_adopt"]
+            self._hook_fds = [prog.fd for prog in loaded.obj.programs()
+                              if prog.section.startswith("tp_btf/")]
             self._set_slot(0)
             self.flush_live()  # adopt connections that exist already
         except BaseException:
@@ -323,10 +325,14 @@ class TcpCollector:
         self._slot = slot
 
     def losses(self) -> dict[str, int]:
-        """Cumulative losses by reason (`tcp.sockets_full`, `tcp.flows_full` ...)."""
+        """Cumulative losses by reason (`tcp.sockets_full`, `tcp.flows_full` ...), and
+        `tcp.events_missed`: tracepoint hits the kernel did not run our program for (it
+        was running on that CPU already): a connection whose opening or end went unseen."""
         values = self._percpu_sums("losses", ctypes.c_uint64, abi.LOSS_MAX)
-        return {f"tcp.{loss.name.lower()}": values[loss] for loss in abi.Loss
-                if loss != abi.Loss.RINGBUF_FULL}
+        losses = {f"tcp.{loss.name.lower()}": values[loss] for loss in abi.Loss
+                  if loss != abi.Loss.RINGBUF_FULL}
+        losses["tcp.events_missed"] = sum(map(libbpf.recursion_misses, self._hook_fds))
+        return losses
 
     def gauges(self) -> dict[str, float]:
         values = self._percpu_sums("gauges", ctypes.c_int64, abi.GAUGE_MAX)
