@@ -330,3 +330,34 @@ def test_totals_exact_and_never_going_back_while_passes_race_with_traffic():
         truth = totals[place.port]
         assert got == expected(truth, 0), (place.port, final.losses)
         assert truth["opened"] > 100
+
+
+def test_counts_exact_when_passes_run_through_a_connection_burst():
+    """20,000 short connections in one of our namespaces while passes run back to back:
+    each side counts every one opened and closed, and nothing is lost."""
+    count = 20_000
+    with TcpCollector(KEEP_ALL) as collector, namespaces(1) as paths:
+        stop, passes = threading.Event(), []
+
+        def keep_passing():
+            while not stop.is_set():
+                passes.append(collect(collector))
+
+        runner = threading.Thread(target=keep_passing)
+        runner.start()
+        try:
+            result = traffic.run(["ip", "netns", "exec", os.path.basename(paths[0]),
+                                  *traffic.argv("churn", address="127.0.0.1", count=count)],
+                                 timeout=180)
+        finally:
+            stop.set()
+            runner.join(timeout=60)
+        assert result["connections"] == result["accepted"] == count
+        fields = dict(peer_address="127.0.0.1", server_port=result["port"], pid=result["pid"])
+        snap = traffic.collect_until(collector, lambda s: sum(
+            st.closed for _, st in traffic.matching(s, **fields)) >= 2 * count)
+    flows = {key.direction.value: stats for key, stats in traffic.matching(snap, **fields)}
+    assert len(passes) > 10, "the passes did not overlap the burst"
+    for stats in flows.values():
+        assert (stats.opened, stats.closed, stats.active) == (count, count, 0)
+    assert set(flows) == {"incoming", "outgoing"} and not any(snap.losses.values())
