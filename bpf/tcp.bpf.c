@@ -124,10 +124,10 @@ struct {
 	__type(value, __s64);
 } gauges SEC(".maps");
 
-/* The locks that order every update of a `sockets` entry's `last` (and of its final
- * key), one per stripe of socket addresses: array elements are never freed, so the
- * `sockets` hash stays free of special fields, and its inserts and deletes stay plain
- * copies. */
+/* The locks that order the updates of a `sockets` entry's `last` (and of its final key)
+ * while a pass runs, striped by the entry's incarnation number (lock_of()): array
+ * elements are never freed, so the `sockets` hash stays free of special fields, and its
+ * inserts and deletes stay plain copies. */
 #define LOCK_STRIPES 4096
 
 struct stripe {
