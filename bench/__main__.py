@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import completeness, cost, flows, monitors, network, profile, runner, series, sink
+from bench import completeness, cost, flows, monitors, netns, network, profile, runner, series, sink
 from bench.procstat import bpf_stats_enabled
 
 BENCHMARKS = {
@@ -38,6 +38,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sizes", type=lambda s: [int(n) for n in s.split(",")],
                         default=list(series.SIZES), help="series: N values (default 1000,10000,100000)")
     parser.add_argument("--intervals", type=int, default=3, help="series: intervals per N (default 3)")
+    parser.add_argument("--namespaces", type=lambda s: [int(n) for n in s.split(",")],
+                        default=list(netns.NAMESPACES), help="netns: N values (default 1,10,50)")
+    parser.add_argument("--per-namespace", type=int, default=4,
+                        help="netns: connections held in each namespace (default 4)")
     parser.add_argument("--load", choices=["dns", "churn"], default="dns", help="profile: the load")
     parser.add_argument("--py-spy", default="py-spy", help="profile: the py-spy executable")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s, concurrency 8")
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 EXTRA: dict = {"series": series.run, "flows": flows.run, "completeness": completeness.run,
-               "profile": profile.run}
+               "profile": profile.run, "netns": netns.run}
 
 if __name__ == "__main__":
     try:

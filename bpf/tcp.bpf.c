@@ -5,8 +5,10 @@
  * counter values last added to the aggregates; aggregates (`flows` -> inner hash keyed by
  * struct nr_flow_key) receive atomic deltas. Counters come from struct tcp_sock itself, so
  * nothing is counted per packet here. Deltas are flushed at close, at destroy, and by the
- * `iter/tcp` pass user space runs once per interval (which also finds connections that
- * existed before the agent started).
+ * pass user space runs once per interval over the `sockets` entries themselves
+ * (`sockets_flush`, one walk for every network namespace). The `iter/tcp` program
+ * (`tcp_adopt`) runs once in each network namespace when user space first sees it: it
+ * adopts connections that existed before the agent started and remembers listeners.
  *
  * Cost: most events touch nothing but a socket's own entry. An aggregate is looked up when
  * there is something to add to it: normally once per short connection and end (at close
@@ -19,15 +21,18 @@
  * ~0.5 us for an insert into this preallocated hash plus ~0.3 us for the delete; with two
  * tracked sockets per local connection that is more than the whole churn budget.
  *
- * The sockets handed to tp_btf and iter programs are trusted BTF pointers: fields are read
- * with plain (CO-RE relocated) loads, no bpf_probe_read_kernel call per field.
+ * The sockets handed to tp_btf and iter/tcp programs are trusted BTF pointers, read under
+ * the socket lock their callers hold: fields are read with plain (CO-RE relocated) loads.
+ * The per-interval pass holds no socket lock and reads sockets it only knows by address;
+ * how it stays exact is explained above flush_tracked().
  *
- * Only tracepoints (tp_btf) and an iterator: no kprobes, no fentry.
+ * Only tracepoints (tp_btf) and iterators: no kprobes, no fentry.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "netreceiver.h"
 #include "common.h"
 
@@ -55,6 +60,12 @@ char LICENSE[] SEC("license") = "GPL";
  * for its process to read or write, then keeps the listener's identity. */
 #define CLAIM_GRACE_PASSES 1
 
+/* The largest payload one transmitted skb can carry (GSO_MAX_SIZE, BIG TCP included). */
+#define MAX_SKB_PAYLOAD (512U << 10)
+
+/* Tries at reading a busy socket's counters consistently in the per-interval pass. */
+#define CONSISTENT_READ_TRIES 4
+
 /* Indexes of the counters kept per socket (current and last reported). */
 enum counter {
 	C_BYTES_TX, C_BYTES_RX, C_SEGS_OUT, C_SEGS_IN, C_RETRANS, C_RST_TX, C_RST_RX, C_MAX,
@@ -65,10 +76,14 @@ const volatile struct nr_settings settings = {};
 struct sock_state {
 	struct nr_flow_key key;
 	__u64 start_ns;           /* when it became established; 0 when unknown */
-	__s64 last[C_MAX];        /* values already added to the aggregates */
+	__u64 gen;                /* this entry's incarnation (next_gen()); 0 while being set
+				   * up: see publish() */
+	__u64 print;              /* the socket's sk_hash and ports once connected (0 before):
+				   * tells it from a later socket that reuses its memory */
+	__s64 last[C_MAX];        /* values already added to the aggregates (see flush_tracked) */
 	__s64 resets[2];          /* resets sent / received (no tcp_sock counter exists) */
 	__u32 flags;
-	__u32 passes;             /* iterator passes seen while provisional */
+	__u32 passes;             /* per-interval passes seen while provisional */
 	__u16 local_port;         /* its provisional_on_port slot */
 	__u16 _pad[3];
 };
@@ -109,9 +124,53 @@ struct {
 	__type(value, __s64);
 } gauges SEC(".maps");
 
+/* The locks that order the updates of a `sockets` entry's `last` (and of its final key)
+ * while a pass runs, striped by the entry's incarnation number (lock_of()): array
+ * elements are never freed, so the `sockets` hash stays free of special fields, and its
+ * inserts and deletes stay plain copies. */
+#define LOCK_STRIPES 4096
+
+struct stripe {
+	struct bpf_spin_lock lock;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, LOCK_STRIPES);
+	__type(key, __u32);
+	__type(value, struct stripe);
+} sock_locks SEC(".maps");
+
+/* 1 while user space runs the per-interval pass: it sets this, waits for an RCU grace
+ * period (every program that started before sees it from then on), runs the pass, then
+ * clears it. Only then can anyone but the socket's own lock holder update an entry, so
+ * only then do close and destroy take the entry locks. Its own section: user space
+ * writes it alone. */
+__u32 pass_running SEC(".data.pass") = 0;
+
+/* Per-CPU counters that number the incarnations of `sockets` entries (next_gen()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} gens SEC(".maps");
+
 /* Zero values to insert from (too large for the BPF stack). */
 struct nr_flow_stats empty_stats = {};
 struct sock_state empty_sock = {};
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* The lock of the `sockets` entry whose incarnation is `gen` (see publish()): everyone
+ * who updates one incarnation takes the same lock. */
+static __always_inline struct bpf_spin_lock *lock_of(__u64 gen)
+{
+	__u32 stripe = (gen >> 12 ^ gen) & (LOCK_STRIPES - 1);
+	struct stripe *slot = bpf_map_lookup_elem(&sock_locks, &stripe);
+
+	return slot ? &slot->lock : NULL;
+}
 
 static __always_inline void gauge_add(__u32 gauge, __s64 delta)
 {
@@ -283,21 +342,48 @@ static __always_inline void provisional_add(__u16 port, int delta)
 
 /* The entry at a socket's address is ours now: the old one is an earlier connection of
  * this socket, or one whose destroy we never saw. If its close was never seen either,
- * that connection's counts are lost: say so. */
+ * that connection's counts are lost: say so. While a pass runs, the entry's lock is
+ * taken once after SOCK_ENDED is set: a pass still writing the old element is done
+ * before it goes back to the map's pool. */
 static __always_inline void replace_sock(struct sock_state *st)
 {
 	__u32 flags = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
+	struct bpf_spin_lock *lock = lock_of(st->gen);
 
 	if (!(flags & SOCK_ENDED))
 		count_loss(NR_LOSS_CLOSE_MISSED);
 	if (__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL)
 		provisional_add(st->local_port, -1);
 	gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
+	if (pass_running && lock) {
+		bpf_spin_lock(lock);
+		bpf_spin_unlock(lock);
+	}
 }
 
-/* A fresh `sockets` entry with its key filled from the socket; NULL (counted) when full. */
+/* A number no other incarnation of any entry has had: a per-CPU count, the CPU in the
+ * low bits (never 0). */
+static __always_inline __u64 next_gen(void)
+{
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(&gens, &zero);
+
+	if (!count)
+		return 0;
+	return (__sync_fetch_and_add(count, 1) + 1) << 12 | (bpf_get_smp_processor_id() & 0xfff);
+}
+
+/* What tells a connected socket from a later socket at the same address: its ehash
+ * value and ports (a new socket has 0 until it is hashed). */
+static __always_inline __u64 print_of(const struct sock *sk)
+{
+	return (__u64)sk->__sk_common.skc_hash << 32 | sk->__sk_common.skc_portpair;
+}
+
+/* A fresh `sockets` entry with its key filled from the socket; NULL (counted) when full.
+ * The caller finishes setting it up, then calls publish(st, *gen). */
 static __always_inline struct sock_state *track_sock(struct sock *sk, __u8 direction,
-						     __u32 flags)
+						     __u32 flags, __u64 *gen)
 {
 	__u64 key = (__u64)sk;
 	struct sock_state *st;
@@ -316,6 +402,7 @@ static __always_inline struct sock_state *track_sock(struct sock *sk, __u8 direc
 		count_loss(NR_LOSS_SOCKETS_FULL);
 		return NULL;
 	}
+	*gen = next_gen();
 	st->local_port = sk->__sk_common.skc_num;
 	if (flags & SOCK_PROVISIONAL)
 		provisional_add(st->local_port, 1);
@@ -332,35 +419,58 @@ static __always_inline struct sock_state *track_sock(struct sock *sk, __u8 direc
 	return st;
 }
 
-/* Whether any counter moved since the last flush (nothing is taken). */
-static __always_inline bool counters_changed(struct sock *sk, const struct sock_state *st)
+/* Make a set-up entry visible to the per-interval pass: xchg is a full barrier, so every
+ * field written before is seen by a pass that sees `gen`. */
+static __always_inline void publish(struct sock_state *st, __u64 gen)
 {
-	__s64 now[C_MAX];
-	int i;
-
-	if (!read_counters(sk, st, now))
-		return false;
-	for (i = 0; i < C_MAX; i++)
-		if (now[i] != st->last[i])
-			return true;
-	return false;
+	__sync_lock_test_and_set(&st->gen, gen);
 }
 
-/* Take what changed since the last flush into `delta`; false when nothing did. */
-static __always_inline bool take_deltas(struct sock *sk, struct sock_state *st,
-					__s64 delta[C_MAX])
+/* Under the entry's lock: what moved since the last flush into `delta`, `now` remembered as
+ * flushed; false when nothing moved. Bytes never go back: the per-interval pass may read
+ * a lower bound (read_unlocked), which a later reading catches up with. */
+static __always_inline bool commit(struct sock_state *st, const __s64 now[C_MAX],
+				   __s64 delta[C_MAX])
 {
-	__s64 now[C_MAX], any = 0;
+	__s64 any = 0;
 	int i;
 
-	if (!read_counters(sk, st, now))
-		return false;
-	/* xchg keeps the sum of deltas exact even if two flushes of one socket interleave. */
 	for (i = 0; i < C_MAX; i++) {
-		delta[i] = now[i] - __sync_lock_test_and_set(&st->last[i], now[i]);
+		delta[i] = now[i] - st->last[i];
+		if (i <= C_BYTES_RX && delta[i] < 0)
+			delta[i] = 0;
+		st->last[i] += delta[i];
 		any |= delta[i];
 	}
 	return any != 0;
+}
+
+/* commit() for a caller that holds the socket lock (state change, destroy): the
+ * entry's lock is needed only while the pass may update the entry too. Taking it after
+ * SOCK_ENDED is set also means a pass that was writing the entry is done before it can
+ * be deleted (see flush_tracked). */
+static __always_inline bool commit_owned(struct sock_state *st, const __s64 now[C_MAX],
+					 __s64 delta[C_MAX])
+{
+	struct bpf_spin_lock *lock;
+	bool moved;
+
+	if (!pass_running)
+		return commit(st, now, delta);
+	lock = lock_of(st->gen);
+	if (!lock)
+		return false;
+	bpf_spin_lock(lock);
+	moved = commit(st, now, delta);
+	bpf_spin_unlock(lock);
+	return moved;
+}
+
+/* Whether this flush is the one that counts the connection's opening (once, established). */
+static __always_inline bool opening_now(struct sock_state *st)
+{
+	return (st->flags & (SOCK_ESTABLISHED | SOCK_COUNTED)) == SOCK_ESTABLISHED &&
+	       !(__sync_fetch_and_or(&st->flags, SOCK_COUNTED) & SOCK_COUNTED);
 }
 
 static __always_inline void add_deltas(struct nr_flow_stats *stats, const __s64 delta[C_MAX])
@@ -381,67 +491,131 @@ static __always_inline void add_deltas(struct nr_flow_stats *stats, const __s64 
 		__sync_fetch_and_add(&stats->resets_rx, delta[C_RST_RX]);
 }
 
-/* Count the opening once (never for a connection that predates us), then add what
- * changed since the last flush to the aggregate `stats` of this socket's key. `ending`:
- * an established connection ends in this call, so it leaves the active count (or never
- * enters it, when its opening is counted in the same call). */
-static __always_inline void account(struct sock *sk, struct sock_state *st,
-				    struct nr_flow_stats *stats, bool ending)
+/* Add one flush to the aggregate: the opening when `opening` (never for a connection that
+ * predates us; +1 active unless it also ends here), -1 active when an already counted
+ * connection ends (`ending`), then the counter deltas. */
+static __always_inline void add_flush(struct nr_flow_stats *stats, __u32 flags, bool opening,
+				      bool ending, const __s64 delta[C_MAX], bool moved)
 {
-	__s64 delta[C_MAX];
-
-	if ((st->flags & (SOCK_ESTABLISHED | SOCK_COUNTED)) == SOCK_ESTABLISHED &&
-	    !(__sync_fetch_and_or(&st->flags, SOCK_COUNTED) & SOCK_COUNTED)) {
-		if (!(st->flags & SOCK_PREEXISTING))
+	if (opening) {
+		if (!(flags & SOCK_PREEXISTING))
 			__sync_fetch_and_add(&stats->opened, 1);
 		if (!ending)
 			__sync_fetch_and_add(&stats->active, 1);
 	} else if (ending) {
 		__sync_fetch_and_add(&stats->active, -1);
 	}
-	if (take_deltas(sk, st, delta))
+	if (moved)
 		add_deltas(stats, delta);
+}
+
+/* A flush by a caller that holds the socket lock (state change, destroy): the counters
+ * are exact. `stats` may be NULL (map full): the deltas are taken all the same. */
+static __always_inline void account(struct sock *sk, struct sock_state *st,
+				    struct nr_flow_stats *stats, bool ending)
+{
+	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
+	bool opening = opening_now(st), moved = false;
+
+	if (read_counters(sk, st, now))
+		moved = commit_owned(st, now, delta);
+	if (stats)
+		add_flush(stats, st->flags, opening, ending, delta, moved);
+}
+
+static __always_inline void rtt_add(struct nr_flow_stats *stats, __u32 srtt_us8)
+{
+	__u64 srtt_us = srtt_us8 >> 3;
+
+	if (srtt_us)
+		hist_add(&stats->rtt, settings.rtt_bounds_ns, settings.rtt_nbounds, srtt_us * 1000);
 }
 
 static __always_inline void rtt_sample(struct sock *sk, struct nr_flow_stats *stats)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	__u64 srtt_us;
 
-	if (!tp)
-		return;
-	srtt_us = tp->srtt_us >> 3;
-	if (srtt_us)
-		hist_add(&stats->rtt, settings.rtt_bounds_ns, settings.rtt_nbounds, srtt_us * 1000);
+	if (tp)
+		rtt_add(stats, tp->srtt_us);
 }
 
-/* Make a provisional identity final: from the current task when `from_task`, else keep
- * the listener's. Counts held back until now go to the final key at the next flush. */
-static __always_inline void finalize(struct sock *sk, struct sock_state *st, bool from_task)
+static __always_inline __u32 make_final(struct sock_state *st, const struct nr_identity *id)
 {
+	__u32 was = __sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL);
+
+	if ((was & SOCK_PROVISIONAL) && id)
+		st->key.id = *id;
+	return was;
+}
+
+/* Make a provisional identity final: `id` when given (the current task's), else keep the
+ * listener's. Counts held back until now go to the final key at the next flush. While a
+ * pass runs this happens under the entry's lock, so the pass never adds to a key being
+ * rewritten (it compares its copy with the key under that lock). */
+static __always_inline void finalize(struct sock_state *st, const struct nr_identity *id)
+{
+	struct bpf_spin_lock *lock;
+	__u32 was;
+
 	if (!(st->flags & SOCK_PROVISIONAL))
 		return;
-	if (!(__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL))
-		return;  /* someone else finalized it */
-	provisional_add(st->local_port, -1);
-	if (from_task)
-		identity_from_task(&st->key.id, sk);
+	if (pass_running) {
+		lock = lock_of(st->gen);
+		if (!lock)
+			return;
+		bpf_spin_lock(lock);
+		was = make_final(st, id);
+		bpf_spin_unlock(lock);
+	} else {
+		was = make_final(st, id);
+	}
+	if (was & SOCK_PROVISIONAL)
+		provisional_add(st->local_port, -1);
+}
+
+/* A connection open before we started (or whose connect we did not see): counted from
+ * now on, never as opened. `owner`: its listener's identity (incoming), NULL (outgoing). */
+static __always_inline void adopt(struct sock *sk, const struct nr_identity *owner)
+{
+	struct sock_state *st;
+	__s64 now[C_MAX];
+	__u64 gen;
+	int i;
+
+	st = track_sock(sk, owner ? NR_DIR_INCOMING : NR_DIR_OUTGOING,
+			SOCK_PROVISIONAL | SOCK_ESTABLISHED | SOCK_PREEXISTING, &gen);
+	if (!st)
+		return;
+	if (owner)
+		st->key.id = *owner;
+	else
+		st->key.id.cgroup_id = sock_cgroup(sk);
+	if (read_counters(sk, st, now))
+		for (i = 0; i < C_MAX; i++)
+			st->last[i] = now[i];
+	st->print = print_of(sk);
+	publish(st, gen);
 }
 
 /* --- state transitions ----------------------------------------------------------------- */
 
 static __always_inline void on_connect(struct sock *sk)
 {
-	struct sock_state *st = track_sock(sk, NR_DIR_OUTGOING, 0);
+	__u64 gen;
+	struct sock_state *st = track_sock(sk, NR_DIR_OUTGOING, 0, &gen);
 
-	if (st)
-		identity_from_task(&st->key.id, sk);
+	if (!st)
+		return;
+	identity_from_task(&st->key.id, sk);
+	publish(st, gen);
 }
 
 /* Opened is counted at the first flush (close, destroy or the interval's pass, which runs
- * before every drain), so a short connection costs one aggregate lookup, not two. */
-static __always_inline void on_connected(struct sock_state *st)
+ * before every drain), so a short connection costs one aggregate lookup, not two. Its
+ * ports are known from now on: the pass leaves it alone until then. */
+static __always_inline void on_connected(struct sock *sk, struct sock_state *st)
 {
+	st->print = print_of(sk);
 	st->start_ns = bpf_ktime_get_ns();
 	__sync_fetch_and_or(&st->flags, SOCK_ESTABLISHED);
 }
@@ -453,16 +627,19 @@ static __always_inline void on_connected(struct sock_state *st)
 static __always_inline void on_accepted(struct sock *sk)
 {
 	struct nr_identity *owner = listener_of(sk);
-	struct sock_state *st = track_sock(sk, NR_DIR_INCOMING,
-					   SOCK_PROVISIONAL | SOCK_ESTABLISHED);
+	struct sock_state *st;
+	__u64 gen;
 
+	st = track_sock(sk, NR_DIR_INCOMING, SOCK_PROVISIONAL | SOCK_ESTABLISHED, &gen);
 	if (!st)
 		return;
 	st->start_ns = bpf_ktime_get_ns();
+	st->print = print_of(sk);
 	if (owner)
 		st->key.id = *owner;
 	else
 		st->key.id.cgroup_id = sock_cgroup(sk);
+	publish(st, gen);
 }
 
 /* Leaving SYN_RECV: an accepted child, or (rarely) our own connect in a simultaneous
@@ -474,7 +651,7 @@ static __always_inline void on_left_syn_recv(struct sock *sk, int newstate)
 	if (st && st->key.direction == NR_DIR_OUTGOING && !(st->flags & SOCK_ENDED) &&
 	    !(st->flags & SOCK_ESTABLISHED)) {
 		if (newstate == TCP_ESTABLISHED)
-			on_connected(st);
+			on_connected(sk, st);
 		return;
 	}
 	on_accepted(sk);
@@ -497,7 +674,9 @@ static __always_inline __u32 failure_reason(const struct sock *sk)
 	}
 }
 
-/* Count the end of a connection once: closed (with its duration and last RTT) or failed. */
+/* Count the end of a connection once: closed (with its duration and last RTT) or failed.
+ * SOCK_ENDED is set before account() commits: from then on the per-interval pass adds
+ * nothing for this socket. */
 static __always_inline void end(struct sock *sk, struct sock_state *st)
 {
 	struct nr_flow_stats *stats;
@@ -505,18 +684,18 @@ static __always_inline void end(struct sock *sk, struct sock_state *st)
 
 	if (__sync_fetch_and_or(&st->flags, SOCK_ENDED) & SOCK_ENDED)
 		return;
-	finalize(sk, st, false);
+	finalize(st, NULL);
 	stats = flow_stats(&st->key);
-	if (!stats)
-		return;
 	if (!(st->flags & SOCK_ESTABLISHED)) {
 		account(sk, st, stats, false);
 		reason = failure_reason(sk);
-		if (reason < NR_FAIL_MAX)
+		if (stats && reason < NR_FAIL_MAX)
 			__sync_fetch_and_add(&stats->failed[reason], 1);
 		return;
 	}
 	account(sk, st, stats, true);
+	if (!stats)
+		return;
 	__sync_fetch_and_add(&stats->closed, 1);
 	rtt_sample(sk, stats);
 	if (st->start_ns)
@@ -560,7 +739,9 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 	} else if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
 		st = lookup_sock(sk);
 		if (st)
-			on_connected(st);
+			on_connected(sk, st);
+		else
+			adopt(sk, NULL);  /* connecting when we started: no pass will adopt it */
 	} else if (oldstate == TCP_SYN_RECV) {
 		on_left_syn_recv(sk, newstate);
 	}
@@ -572,10 +753,10 @@ int BPF_PROG(tcp_state, struct sock *sk, int oldstate, int newstate)
 /* The last counts of a socket whose end is already counted. */
 static __always_inline void last_flush(struct sock *sk, struct sock_state *st)
 {
+	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
 	struct nr_flow_stats *stats;
-	__s64 delta[C_MAX];
 
-	if (!take_deltas(sk, st, delta))
+	if (!read_counters(sk, st, now) || !commit_owned(st, now, delta))
 		return;
 	stats = flow_stats(&st->key);
 	if (stats)
@@ -583,7 +764,9 @@ static __always_inline void last_flush(struct sock *sk, struct sock_state *st)
 }
 
 /* Resets may follow the CLOSE transition (SO_LINGER 0 closes, then sends the reset), so
- * the entry lives until the socket is destroyed. */
+ * the entry lives until the socket is destroyed. While a pass runs, both paths take the
+ * entry lock after SOCK_ENDED is set, so the element is deleted only once no pass
+ * writes it. */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tcp_destroy, struct sock *sk)
 {
@@ -630,13 +813,17 @@ int BPF_PROG(tcp_reset_received, struct sock *sk)
  * waits to be claimed, one field and one counter are read. */
 static __always_inline void claim(struct sock *sk)
 {
+	struct nr_identity id;  /* every field set below: no zeroing on the common path */
 	struct sock_state *st;
 
 	if (!provisional_on_port[sk->__sk_common.skc_num] || !is_tcp_inet(sk))
 		return;
 	st = lookup_sock(sk);
-	if (st && (st->flags & SOCK_PROVISIONAL))
-		finalize(sk, st, true);
+	if (!st || !(st->flags & SOCK_PROVISIONAL))
+		return;
+	id._pad = 0;
+	identity_from_task(&id, sk);
+	finalize(st, &id);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -653,61 +840,214 @@ int BPF_PROG(tcp_received, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-/* --- the per-interval pass ----------------------------------------------------------- */
+/* --- the per-interval pass ------------------------------------------------------------
+ *
+ * One walk over the `sockets` entries (every network namespace at once) flushes the live
+ * connections' deltas. It holds no socket lock and knows each socket by address only:
+ *
+ * - Which socket. TCP sockets are SLAB_TYPESAFE_BY_RCU: a freed socket's memory may hold
+ *   another socket at once (or, much later, anything). The socket is read through
+ *   bpf_rdonly_cast (fault-safe loads), and its ehash value and ports (print_of), read
+ *   before and after its counters, must be the ones stored when it connected; a new
+ *   socket has 0 until it is hashed. (Only a socket whose destroy we missed leaves its
+ *   entry behind; the socket cookie would also tell a later socket with the same ports,
+ *   but making one costs ~60 ns per tracked socket on the hot path.) A connecting socket
+ *   (no ports yet) is left to close and destroy, or to the first pass once connected.
+ * - Which entry. A preallocated hash hands a deleted element out again at once. `gen`
+ *   (published last, see publish()) names the entry's incarnation: it is read first and
+ *   compared again under the entry's lock (sock_locks) before anything is written.
+ * - Who updates `last`. Outside a pass only the socket's own lock holder does (state
+ *   changes, destroy), so the hot paths take no entry lock (pass_running). During a
+ *   pass every update of `last` happens under the entry's lock: close and destroy set
+ *   SOCK_ENDED before theirs, and a pass that finds it set writes nothing; destroy and
+ *   replace take the lock after SOCK_ENDED is set, so no pass writes an element once it
+ *   is back in the map's pool. The updates of one entry are thus serialized, each adds
+ *   what moved since the one before, and they sum to the value the last one (close or
+ *   destroy, exact under the socket lock) reads: nothing is added twice or lost,
+ *   whichever way a race goes.
+ * - Torn readings. Without the socket lock two counters that move together can be seen
+ *   half done: bytes_sent before bytes_retrans during a retransmission, bytes_received
+ *   counting a FIN before SOCK_DONE is set. read_unlocked() takes a reading as exact only
+ *   if every value is the same before and after an instant at which the socket lock was
+ *   free (slock and `owned` in one 8-byte load); otherwise the bytes are lower bounds
+ *   (a half-done retransmission is one skb, at most what is in flight; a FIN is one
+ *   byte) and `last` keeps the larger value (commit()): a busy connection's bytes may
+ *   be reported a pass later, never twice, and never go back.
+ */
 
-/* A connection open before we started: counted from now on, never as opened. */
-static __always_inline void adopt(struct sock *sk)
+struct reading {
+	__u64 sent;
+	__u64 retrans;
+	__u64 received;
+	__u64 done;
+};
+
+static __always_inline void read_pair(struct tcp_sock *tp, struct reading *r)
 {
-	struct nr_identity *owner = listener_of(sk);
-	struct sock_state *st;
-	__s64 now[C_MAX];
-	int i;
-
-	st = track_sock(sk, owner ? NR_DIR_INCOMING : NR_DIR_OUTGOING,
-			SOCK_PROVISIONAL | SOCK_ESTABLISHED | SOCK_PREEXISTING);
-	if (!st)
-		return;
-	if (owner)
-		st->key.id = *owner;
-	else
-		st->key.id.cgroup_id = sock_cgroup(sk);
-	if (!read_counters(sk, st, now))
-		return;
-	for (i = 0; i < C_MAX; i++)
-		st->last[i] = now[i];
+	r->sent = tp->bytes_sent;
+	r->retrans = tp->bytes_retrans;
+	r->received = tp->bytes_received;
+	r->done = (tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags >> SOCK_DONE) & 1;
 }
 
-/* Flush a tracked socket; a provisional one gets CLAIM_GRACE_PASSES passes to be claimed
- * by its process, then keeps the listener's identity. */
-static __always_inline void visit(struct sock *sk, struct sock_state *st)
+/* Whether the socket lock was free (slock unlocked, not owned by a process) at the
+ * instant of one 8-byte load; never claimed where the two do not share 8 aligned bytes. */
+static __always_inline bool lock_free(struct tcp_sock *tp)
 {
-	struct nr_flow_stats *stats;
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	__u32 at = bpf_core_field_offset(sk->sk_lock.slock);
+	__u64 word = 1;
 
+	if (bpf_core_field_size(sk->sk_lock.slock) != 4 || (at & 7) ||
+	    bpf_core_field_offset(sk->sk_lock.owned) != at + 4)
+		return false;
+	bpf_probe_read_kernel(&word, sizeof(word), &sk->sk_lock);
+	return word == 0;
+}
+
+/* The counters of the socket at `tp` read without its lock (see above); false when that
+ * memory is no longer the connected socket whose print_of() is `print`. */
+static __always_inline bool read_unlocked(struct tcp_sock *tp, __u64 print,
+					  const struct sock_state *st, __s64 now[C_MAX])
+{
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	struct reading a = {}, b = {};
+	__u32 una, inflight;
+	int i;
+
+	if (!print || print_of(sk) != print)
+		return false;
+	for (i = 0; i < CONSISTENT_READ_TRIES; i++) {
+		read_pair(tp, &a);
+		if (!lock_free(tp))
+			continue;
+		read_pair(tp, &b);
+		if (a.sent == b.sent && a.retrans == b.retrans && a.received == b.received &&
+		    a.done == b.done) {
+			now[C_BYTES_TX] = a.sent - a.retrans;
+			now[C_BYTES_RX] = a.received - a.done;
+			goto single;
+		}
+	}
+	una = tp->snd_una;
+	read_pair(tp, &a);
+	b.retrans = tp->bytes_retrans;
+	inflight = tp->snd_nxt - una;
+	if (inflight > MAX_SKB_PAYLOAD)
+		inflight = MAX_SKB_PAYLOAD;
+	now[C_BYTES_TX] = a.sent - b.retrans - inflight;
+	now[C_BYTES_RX] = a.received - 1;
+single:
+	/* each of these is one counter: any reading is a value it had */
+	now[C_SEGS_OUT] = tp->segs_out;
+	now[C_SEGS_IN] = tp->segs_in;
+	now[C_RETRANS] = tp->total_retrans;
+	now[C_RST_TX] = st->resets[0];
+	now[C_RST_RX] = st->resets[1];
+	return print_of(sk) == print;
+}
+
+/* Whether nothing moved since the last flush (bytes: a lower bound below it is nothing). */
+static __always_inline bool unchanged(const __s64 now[C_MAX], const struct sock_state *st)
+{
+	int i;
+
+	for (i = 0; i < C_MAX; i++)
+		if (now[i] != st->last[i] && !(i <= C_BYTES_RX && now[i] < st->last[i]))
+			return false;
+	return true;
+}
+
+static __always_inline bool same_key(const struct nr_flow_key *a, const struct nr_flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	__u64 diff = 0;
+	int i;
+
+	for (i = 0; i < sizeof(*a) / sizeof(__u64); i++)
+		diff |= x[i] ^ y[i];
+	return diff == 0;
+}
+
+/* Flush one tracked socket (see above). A provisional one gets CLAIM_GRACE_PASSES passes
+ * to be claimed by its process, then keeps the listener's identity. */
+static __always_inline void flush_tracked(__u64 addr, struct sock_state *st)
+{
+	__s64 now[C_MAX] = {}, delta[C_MAX] = {};
+	bool moved = false, opening = false, valid;
+	__u64 gen = st->gen, print;
+	struct bpf_spin_lock *lock;
+	struct nr_flow_stats *stats;
+	struct nr_flow_key key;
+	struct tcp_sock *tp;
+	__u32 flags;
+
+	if (!gen)
+		return;  /* being set up */
 	if (st->flags & SOCK_PROVISIONAL) {
 		if (__sync_fetch_and_add(&st->passes, 1) < CLAIM_GRACE_PASSES)
 			return;
-		finalize(sk, st, false);
+		finalize(st, NULL);
 	}
-	if (st->flags & SOCK_ENDED)
+	flags = st->flags;
+	if (flags & SOCK_ENDED)
 		return;  /* closed: its last counts go in at destroy */
+	print = st->print;
+	tp = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
+	if (!read_unlocked(tp, print, st, now))
+		return;
 	/* An idle connection leaves its key alone: nothing to add, and its smoothed RTT has
 	 * not moved without traffic (another sample would repeat the last one). Its series
 	 * stays unchanged, so user space does no work for it. */
-	if ((st->flags & (SOCK_ESTABLISHED | SOCK_COUNTED)) != SOCK_ESTABLISHED &&
-	    !counters_changed(sk, st))
+	if ((flags & (SOCK_ESTABLISHED | SOCK_COUNTED)) != SOCK_ESTABLISHED && unchanged(now, st))
 		return;
-	stats = flow_stats(&st->key);
-	if (!stats)
+	__builtin_memcpy(&key, &st->key, sizeof(key));
+	stats = flow_stats(&key);
+	lock = lock_of(gen);
+	if (!stats || !lock)
 		return;
-	account(sk, st, stats, false);
-	rtt_sample(sk, stats);
+	bpf_spin_lock(lock);
+	/* the fetch-add is a full barrier: the flags and key below are this incarnation's
+	 * (a final key is written before SOCK_PROVISIONAL goes, see finalize()) */
+	valid = __sync_fetch_and_add(&st->gen, 0) == gen &&
+		!(st->flags & (SOCK_ENDED | SOCK_PROVISIONAL)) && same_key(&key, &st->key);
+	if (valid) {
+		opening = opening_now(st);
+		moved = commit(st, now, delta);
+	}
+	bpf_spin_unlock(lock);
+	if (!valid)
+		return;
+	add_flush(stats, flags, opening, false, delta, moved);
+	rtt_add(stats, tp->srtt_us);
 }
 
+static long flush_one(struct bpf_map *map, __u64 *key, struct sock_state *st, void *ctx)
+{
+	flush_tracked(*key, st);
+	return 0;
+}
+
+/* The per-interval pass. An iterator over BPF maps only to run once per read: its first
+ * call walks `sockets` (iter/bpf_map_elem programs are refused with EPERM on the kernels
+ * we run on). The callback gets the element's value itself, as a map value. */
+SEC("iter/bpf_map")
+int sockets_flush(struct bpf_iter__bpf_map *ctx)
+{
+	if (ctx->map && ctx->meta->seq_num == 0)
+		bpf_for_each_map_elem(&sockets, flush_one, NULL, 0);
+	return 0;
+}
+
+/* --- first sight of a network namespace ------------------------------------------------ */
+
+/* Run once in each network namespace when user space first sees it: remember listeners
+ * and adopt connections not tracked yet (they predate us). Tracked ones are the
+ * per-interval pass's. */
 SEC("iter/tcp")
-int tcp_flush(struct bpf_iter__tcp *ctx)
+int tcp_adopt(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
-	struct sock_state *st;
 	struct tcp_sock *tp;
 	struct sock *sk;
 	__u8 state;
@@ -725,10 +1065,9 @@ int tcp_flush(struct bpf_iter__tcp *ctx)
 		remember_listener(sk, false);
 		return 0;
 	}
-	st = lookup_sock(sk);
-	if (st)
-		visit(sk, st);
-	else if (state != TCP_SYN_SENT && state != TCP_SYN_RECV && state != TCP_CLOSE)
-		adopt(sk);
+	if (state == TCP_SYN_SENT || state == TCP_SYN_RECV || state == TCP_CLOSE ||
+	    lookup_sock(sk))
+		return 0;  /* connecting: tcp_state adopts it; tracked; or gone */
+	adopt(sk, listener_of(sk));
 	return 0;
 }

@@ -90,6 +90,7 @@ _SIGNATURES = {
     "bpf_link__destroy": (c_int, [c_void_p]),
     "bpf_link__fd": (c_int, [c_void_p]),
     "bpf_iter_create": (c_int, [c_int]),
+    "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)]),
     "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
     "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
@@ -286,6 +287,10 @@ class BpfProgram:
     def section(self) -> str:
         return lib().bpf_program__section_name(self.ptr).decode()
 
+    @property
+    def fd(self) -> int:
+        return check(f"fd of program {self.name}", lib().bpf_program__fd(self.ptr))
+
     def set_autoload(self, enabled: bool) -> None:
         check(f"autoload of {self.name}", lib().bpf_program__set_autoload(self.ptr, enabled))
 
@@ -324,6 +329,22 @@ def run_iterator(link: Link) -> bytes:
     finally:
         os.close(fd)
     return b"".join(chunks)
+
+
+# struct bpf_prog_info (uapi): its size here and where recursion_misses is (Linux 5.12+)
+PROG_INFO_SIZE = 232
+PROG_INFO_RECURSION_MISSES = 208
+
+
+def recursion_misses(prog_fd: int) -> int:
+    """Runs of a program the kernel skipped because it was already running on that CPU
+    (a tracepoint hit again from an interrupt); 0 on kernels that do not say."""
+    info = ctypes.create_string_buffer(PROG_INFO_SIZE)
+    size = c_uint32(PROG_INFO_SIZE)
+    check("bpf_obj_get_info_by_fd", lib().bpf_obj_get_info_by_fd(prog_fd, info, ctypes.byref(size)))
+    if size.value < PROG_INFO_RECURSION_MISSES + 8:
+        return 0
+    return c_uint64.from_buffer(info, PROG_INFO_RECURSION_MISSES).value
 
 
 # --- map access by fd ------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """TCP flows from the kernel: loads bpf/tcp.bpf.c and turns its maps into flow series.
 
 Once per interval `collect()`:
-  1. runs the `iter/tcp` pass in every network namespace (flushes live connections'
-     counters, adopts connections that existed before we started),
+  1. flushes live connections' counters with one pass over the kernel's `sockets` entries
+     (every network namespace at once), and runs the `iter/tcp` pass once in each network
+     namespace seen for the first time (adopts connections that existed before we
+     started, remembers listeners),
   2. swaps the aggregate map the programs write (double buffering; the map-in-map update
      returns only after an RCU grace period, so no program still writes the old map),
   3. drains the old map with batch reads and adds the deltas to the FlowTable.
@@ -176,6 +178,7 @@ class TcpCollector:
         self._keys: dict[bytes, FlowKey] = {}  # kernel key bytes -> decoded key
         self._workloads: dict[bytes, Workload] = {}  # kernel identity bytes -> Workload
         self._loader: Loader | None = None
+        self._seen_netns: set[tuple[int, int]] = set()  # (st_dev, st_ino) adopted from
         self._inner: list[libbpf.BpfMap] = []
         self._slot = 0
         self.drained_last = 0
@@ -192,7 +195,11 @@ class TcpCollector:
         try:
             self._inner = [loaded.map("flows_a"), loaded.map("flows_b")]
             self._outer_fd = loaded.map("flows").fd
-            self._iter_link = loaded.links["tcp_flush"]
+            self._flush_link = loaded.links["sockets_flush"]
+            self._pass_fd = loaded.map(".data.pass").fd
+            self._adopt_link = loaded.links["tcp_adopt"]
+            self._hook_fds = [prog.fd for prog in loaded.obj.programs()
+                              if prog.section.startswith("tp_btf/")]
             self._set_slot(0)
             self.flush_live()  # adopt connections that exist already
         except BaseException:
@@ -225,23 +232,61 @@ class TcpCollector:
         snapshot.gauges.update(self.gauges())
 
     def flush_live(self) -> None:
-        """Run the iter/tcp pass once in every network namespace that has TCP sockets.
+        """Flush every tracked connection, then adopt in namespaces seen for the first time.
 
-        Each pass walks the whole established hash (shared by all namespaces unless
-        net.ipv4.tcp_child_ehash_entries gives them their own), ~10 ms with 262,144
-        buckets: a namespace without sockets is not worth one.
+        The flush is one pass over the `sockets` entries, whatever the number of network
+        namespaces. `iter/tcp` walks the whole established hash (shared by all namespaces
+        unless net.ipv4.tcp_child_ehash_entries gives them their own), ~5-10 ms with
+        262,144 buckets, so it runs once per namespace: a namespace made after we started
+        has no connection its tracepoints did not see. Flush first: an adopted connection
+        gets a whole interval before its first pass (its grace to be claimed).
         """
-        own = netns.current_netns()
-        libbpf.run_iterator(self._iter_link)
+        self._pass_running(True)
+        try:
+            libbpf.run_iterator(self._flush_link)
+        finally:
+            self._pass_running(False)
+        self._adopt_new_namespaces()
+
+    def _pass_running(self, running: bool) -> None:
+        """Tell the programs a pass runs (bpf/tcp.bpf.c `pass_running`): while it does,
+        close and destroy take the entry locks the pass takes. Before the pass starts,
+        an RCU grace period (the map-in-map update does one) lets every program that may
+        not have seen the flag finish."""
+        libbpf.update(self._pass_fd, ctypes.c_uint32(0), ctypes.c_uint32(int(running)))
+        if running:
+            self._set_slot(self._slot)  # same map: only for the grace period
+
+    def _adopt_new_namespaces(self) -> None:
+        """Run the `iter/tcp` pass in each namespace not seen before (ours included).
+
+        Namespaces are known by (st_dev, st_ino); one that is gone is forgotten, so the
+        set stays as large as the live namespaces. An inode number reused by a later
+        namespace is harmless: that namespace was made after us.
+        """
+        own, current = netns.current_netns(), {}
         for path in self.list_netns():
             try:
-                if _same_netns(path, own):
-                    continue
-                with netns.inside(path):
-                    if netns.tcp_sockets_in_use():
-                        libbpf.run_iterator(self._iter_link)
-            except OSError as err:  # namespace gone meanwhile: nothing left to flush
-                log.debug("skipping network namespace %s: %s", path, err)
+                info = os.stat(path)
+            except OSError:
+                continue  # gone meanwhile
+            current.setdefault((info.st_dev, info.st_ino), path)
+        current.setdefault(own, None)
+        for key, path in current.items():
+            if key not in self._seen_netns:
+                self._adopt_in(path, key == own)
+        self._seen_netns = set(current)
+
+    def _adopt_in(self, path: str | None, own: bool) -> None:
+        if own:
+            libbpf.run_iterator(self._adopt_link)
+            return
+        try:
+            with netns.inside(path):
+                if netns.tcp_sockets_in_use():
+                    libbpf.run_iterator(self._adopt_link)
+        except OSError as err:  # namespace gone meanwhile: nothing left to adopt
+            log.debug("skipping network namespace %s: %s", path, err)
 
     def drain(self) -> dict[FlowKey, tuple[int, ...]]:
         """Swap the aggregate map the programs write, then read and empty the old one.
@@ -280,10 +325,14 @@ class TcpCollector:
         self._slot = slot
 
     def losses(self) -> dict[str, int]:
-        """Cumulative losses by reason (`tcp.sockets_full`, `tcp.flows_full` ...)."""
+        """Cumulative losses by reason (`tcp.sockets_full`, `tcp.flows_full` ...), and
+        `tcp.events_missed`: tracepoint hits the kernel did not run our program for (it
+        was running on that CPU already): a connection whose opening or end went unseen."""
         values = self._percpu_sums("losses", ctypes.c_uint64, abi.LOSS_MAX)
-        return {f"tcp.{loss.name.lower()}": values[loss] for loss in abi.Loss
-                if loss != abi.Loss.RINGBUF_FULL}
+        losses = {f"tcp.{loss.name.lower()}": values[loss] for loss in abi.Loss
+                  if loss != abi.Loss.RINGBUF_FULL}
+        losses["tcp.events_missed"] = sum(map(libbpf.recursion_misses, self._hook_fds))
+        return losses
 
     def gauges(self) -> dict[str, float]:
         values = self._percpu_sums("gauges", ctypes.c_int64, abi.GAUGE_MAX)
@@ -300,11 +349,6 @@ class TcpCollector:
         fd = self._loader.loaded.map(name).fd
         rows = libbpf.read_array(fd, ctype * self._ncpus, count)
         return [sum(row) for row in rows]
-
-
-def _same_netns(path: str, own: tuple[int, int]) -> bool:
-    info = os.stat(path)
-    return (info.st_dev, info.st_ino) == own
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,3 +80,19 @@ def test_read_batch_gives_ctypes_pairs():
     with _hash_map(entries, max_entries=16) as fd:
         pairs = libbpf.read_batch(fd, ctypes.c_uint64, ctypes.c_uint64 * 2, 16)
     assert {key.value: tuple(value) for key, value in pairs} == entries
+
+
+@pytest.mark.kernel
+def test_prog_info_layout_matches_the_running_kernel():
+    """recursion_misses is read at a fixed offset of struct bpf_prog_info: the kernel's
+    BTF must put it there (and the struct must be at least as large as we ask for)."""
+    import re
+    import subprocess
+
+    dump = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux",
+                           "format", "raw"], capture_output=True, text=True, check=True).stdout
+    body = dump[dump.index("STRUCT 'bpf_prog_info'"):]
+    size = int(re.search(r"size=(\d+)", body).group(1))
+    offset = int(re.search(r"'recursion_misses' type_id=\d+ bits_offset=(\d+)", body).group(1))
+    assert offset == 8 * libbpf.PROG_INFO_RECURSION_MISSES
+    assert size >= libbpf.PROG_INFO_SIZE

@@ -1,12 +1,14 @@
-"""Which namespaces the TCP collector's per-interval pass visits: sockstat's TCP `inuse`."""
+"""Which namespaces the TCP collector walks with iter/tcp: sockstat's TCP `inuse`, and
+each namespace once, when first seen."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 
-from otel_netreceiver.probes import netns
+from otel_netreceiver.probes import netns, tcp
 from otel_netreceiver.probes.netns import tcp_sockets_in_use
 
 SOCKSTAT = """sockets: used 9
@@ -66,3 +68,52 @@ def test_list_netns_finds_our_own_namespace():
     found = [os.stat(path) for path in netns.list_netns()]
     assert own in [(info.st_dev, info.st_ino) for info in found]
     assert len(found) == len({(info.st_dev, info.st_ino) for info in found})
+
+
+class Adoptions:
+    """A TcpCollector whose iter/tcp runs and namespace switches are recorded, over
+    namespace files made in `tmp_path` (no BPF, no root)."""
+
+    def __init__(self, tmp_path, monkeypatch, in_use=None):
+        self.tmp_path, self.listed, self.runs, self.inside = tmp_path, [], [], None
+        self.in_use = in_use or {}
+        own = self.path("own")
+        info = os.stat(own)
+        self.collector = tcp.TcpCollector(list_netns=lambda: list(self.listed))
+        self.collector._adopt_link = "adopt"
+        monkeypatch.setattr(tcp.netns, "current_netns", lambda: (info.st_dev, info.st_ino))
+        monkeypatch.setattr(tcp.netns, "inside", self._inside)
+        monkeypatch.setattr(tcp.netns, "tcp_sockets_in_use",
+                            lambda: self.in_use.get(self.inside, 1))
+        monkeypatch.setattr(tcp.libbpf, "run_iterator",
+                            lambda link: self.runs.append((link, self.inside or "own")))
+
+    def path(self, name: str) -> str:
+        path = self.tmp_path / name
+        path.touch()
+        return str(path)
+
+    @contextlib.contextmanager
+    def _inside(self, path):
+        self.inside = os.path.basename(path)
+        try:
+            yield
+        finally:
+            self.inside = None
+
+    def step(self, *names: str) -> list[str]:
+        """One interval with these namespaces listed; where iter/tcp ran."""
+        self.listed, self.runs = [self.path(name) for name in names], []
+        self.collector._adopt_new_namespaces()
+        assert all(link == "adopt" for link, _ in self.runs)
+        return sorted(where for _, where in self.runs)
+
+
+def test_adoption_runs_once_in_each_namespace_while_it_lives(tmp_path, monkeypatch):
+    seen = Adoptions(tmp_path, monkeypatch, in_use={"empty": 0})
+    assert seen.step("a", "b", "empty") == ["a", "b", "own"]  # ours too, once
+    assert seen.step("a", "b", "empty") == []                  # nothing new: no walk
+    assert seen.step("a", "b", "empty", "c") == ["c"]          # a new one: one walk
+    assert seen.step("a", "own") == []                         # ours listed by path
+    assert seen.step("a", "b") == ["b"]                        # b was gone: forgotten
+    assert seen.step("a", "b", "empty") == []                  # no TCP socket: no walk
