@@ -16,6 +16,7 @@ PARTS = [
     ("completeness.md", "Completeness at the highest churn (default map sizes)"),
     ("flows.md", "Real kernel path: one agent interval with N flow keys"),
     ("series.md", "Synthetic N series through enrich + build + export"),
+    ("netns.md", "The TCP collector's interval with N network namespaces"),
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

@@ -22,5 +22,7 @@ $PY -m bench completeness --connections 100000 >> "$OUT/completeness.md" 2>> "$O
 if [ -z "${SKIP_SERIES:-}" ]; then  # CPU-time measures, little moved by other load
     $PY -m bench flows --sizes 1000,10000,100000 > "$OUT/flows.md" 2> "$OUT/flows.log"
     $PY -m bench series --sizes 1000,10000,100000 > "$OUT/series.md" 2> "$OUT/series.log"
+    # the collector's interval CPU with 1, 10, 50 network namespaces holding connections
+    $PY -m bench netns --namespaces 1,10,50 --intervals 6 > "$OUT/netns.md" 2> "$OUT/netns.log"
 fi
 date -u +"end %Y-%m-%dT%H:%M:%SZ" >> "$OUT/times.txt"
