@@ -1,7 +1,9 @@
 """Network namespaces: listing them and running code inside one.
 
 `iter/tcp` visits only the sockets of the network namespace of the process that creates
-the iterator, so the per-interval pass runs once in every namespace that has sockets.
+the iterator, so the TCP collector runs it once inside each namespace when it first sees
+it (to adopt connections older than the agent and find listeners); the per-interval
+flush is one pass over the tracked sockets of every namespace (probes/tcp.py).
 """
 
 from __future__ import annotations
