@@ -272,21 +272,32 @@ class TcpCollector:
                 continue  # gone meanwhile
             current.setdefault((info.st_dev, info.st_ino), path)
         current.setdefault(own, None)
-        for key, path in current.items():
-            if key not in self._seen_netns:
-                self._adopt_in(path, key == own)
-        self._seen_netns = set(current)
+        failed = {key for key, path in current.items()
+                  if key not in self._seen_netns and not self._adopt_in(path, key == own)}
+        self._seen_netns = set(current) - failed
 
-    def _adopt_in(self, path: str | None, own: bool) -> None:
+    def _adopt_in(self, path: str | None, own: bool) -> bool:
+        """Adopt in one namespace; False when the iterator failed there (tried again at
+        the next interval: a namespace is walked only once, so a failure is not "gone")."""
         if own:
             libbpf.run_iterator(self._adopt_link)
-            return
+            return True
         try:
             with netns.inside(path):
                 if netns.tcp_sockets_in_use():
-                    libbpf.run_iterator(self._adopt_link)
+                    return self._adopt_here(path)
         except OSError as err:  # namespace gone meanwhile: nothing left to adopt
             log.debug("skipping network namespace %s: %s", path, err)
+        return True
+
+    def _adopt_here(self, path: str) -> bool:
+        try:
+            libbpf.run_iterator(self._adopt_link)
+        except OSError as err:
+            log.warning("adopting connections in network namespace %s failed, will retry: %s",
+                        path, err)
+            return False
+        return True
 
     def drain(self) -> dict[FlowKey, tuple[int, ...]]:
         """Swap the aggregate map the programs write, then read and empty the old one.

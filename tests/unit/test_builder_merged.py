@@ -153,6 +153,19 @@ def test_processes_of_one_name_are_members_of_one_point_without_opt_outs(gap_ms,
     assert got == [(1000 * MS, value) for value in expected]
 
 
+def test_a_histogram_member_holding_two_series_whose_sum_falls_in_a_bucket_counts_again():
+    """Two pids of one executable, same start: one member holding their sum. When one goes,
+    that sum falls in some buckets though not in its count: a restart (counts again from
+    zero), never a subtraction that would take the point's buckets back."""
+    b = make_builder("tcp.rtt", False, dropped=())
+    got = []
+    for t, values in [(2, [(2, 0, 0), (0, 1, 0)]), (3, [(3, 0, 0), (0, 1, 1)]), (4, [(5, 0, 0)])]:
+        records = [tcp("a", 1000, value, "tcp.rtt") for value in values]
+        [point] = points_of(b.build(EnrichedSnapshot(t * SECOND, records), AgentTelemetry()), "tcp.rtt")
+        got.append((point.start_ns, _as_counts(point.value)))
+    assert got == [(1000 * MS, (2, 1, 0)), (1000 * MS, (3, 1, 1)), (1000 * MS, (8, 1, 1))]
+
+
 def test_values_of_one_series_that_an_opt_out_makes_one_point_are_one_member():
     """Without network.io.direction, a flow's bytes sent and received are one tcp.io point."""
     b = make_builder("tcp.io", False, dropped=("network.io.direction",))

@@ -117,3 +117,23 @@ def test_adoption_runs_once_in_each_namespace_while_it_lives(tmp_path, monkeypat
     assert seen.step("a", "own") == []                         # ours listed by path
     assert seen.step("a", "b") == ["b"]                        # b was gone: forgotten
     assert seen.step("a", "b", "empty") == []                  # no TCP socket: no walk
+
+
+def test_adoption_that_fails_in_a_namespace_is_tried_again(tmp_path, monkeypatch, caplog):
+    """The iterator failing inside a namespace that still exists (bpf_iter_create, read)
+    is not the namespace being gone: its connections older than us are adopted at the
+    next interval, and the failure is a warning, not a debug line."""
+    seen = Adoptions(tmp_path, monkeypatch)
+    record = tcp.libbpf.run_iterator
+    failures = [tcp.libbpf.LibbpfError("bpf_iter_create", 12)]  # ENOMEM, once
+
+    def failing_once(link):
+        if seen.inside == "a" and failures:
+            raise failures.pop()
+        record(link)
+
+    monkeypatch.setattr(tcp.libbpf, "run_iterator", failing_once)
+    assert seen.step("a", "b") == ["b", "own"]
+    assert "bpf_iter_create" in caplog.text and caplog.records[-1].levelname == "WARNING"
+    assert seen.step("a", "b") == ["a"]
+    assert seen.step("a", "b") == []
