@@ -426,9 +426,21 @@ static __always_inline void publish(struct sock_state *st, __u64 gen)
 	__sync_lock_test_and_set(&st->gen, gen);
 }
 
+/* How far a 32-bit kernel counter (segs_out, segs_in, total_retrans) moved from `last`:
+ * modulo 2^32, so a wrap is a small step forward (segs_out wraps after ~83 minutes at
+ * 10 Gbit/s). A step of 2^31 or more is the counter going back, which only a reset does
+ * (tcp_disconnect zeroes them): nothing is added, the reading is the new base. */
+static __always_inline __s64 u32_step(__s64 now, __s64 last)
+{
+	__u32 step = (__u32)now - (__u32)last;
+
+	return step < (1U << 31) ? step : 0;
+}
+
 /* Under the entry's lock: what moved since the last flush into `delta`, `now` remembered as
  * flushed; false when nothing moved. Bytes never go back: the per-interval pass may read
- * a lower bound (read_unlocked), which a later reading catches up with. */
+ * a lower bound (read_unlocked), which a later reading catches up with. The 32-bit
+ * counters keep their last reading as it was (see u32_step). */
 static __always_inline bool commit(struct sock_state *st, const __s64 now[C_MAX],
 				   __s64 delta[C_MAX])
 {
@@ -436,10 +448,15 @@ static __always_inline bool commit(struct sock_state *st, const __s64 now[C_MAX]
 	int i;
 
 	for (i = 0; i < C_MAX; i++) {
-		delta[i] = now[i] - st->last[i];
-		if (i <= C_BYTES_RX && delta[i] < 0)
-			delta[i] = 0;
-		st->last[i] += delta[i];
+		if (i >= C_SEGS_OUT && i <= C_RETRANS) {
+			delta[i] = u32_step(now[i], st->last[i]);
+			st->last[i] = now[i];
+		} else {
+			delta[i] = now[i] - st->last[i];
+			if (i <= C_BYTES_RX && delta[i] < 0)
+				delta[i] = 0;
+			st->last[i] += delta[i];
+		}
 		any |= delta[i];
 	}
 	return any != 0;
