@@ -907,6 +907,19 @@ static __always_inline void read_pair(struct tcp_sock *tp, struct reading *r)
 	r->done = (tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags >> SOCK_DONE) & 1;
 }
 
+/* A full memory barrier: an atomic read-modify-write that returns the old value is one in
+ * the BPF memory model. It keeps read_unlocked()'s loads (counters, lock word, counters)
+ * in program order on CPUs that reorder loads (arm64); x86 does not, so there it only
+ * costs a locked add per reading in the per-interval pass. */
+static __u64 fence_word;
+
+static __always_inline void load_fence(void)
+{
+	__u64 old = __sync_fetch_and_add(&fence_word, 0);
+
+	asm volatile("" : : "r"(old) : "memory");
+}
+
 /* Whether the socket lock was free (slock unlocked, not owned by a process) at the
  * instant of one 8-byte load; never claimed where the two do not share 8 aligned bytes. */
 static __always_inline bool lock_free(struct tcp_sock *tp)
@@ -936,8 +949,10 @@ static __always_inline bool read_unlocked(struct tcp_sock *tp, __u64 print,
 		return false;
 	for (i = 0; i < CONSISTENT_READ_TRIES; i++) {
 		read_pair(tp, &a);
+		load_fence();
 		if (!lock_free(tp))
 			continue;
+		load_fence();
 		read_pair(tp, &b);
 		if (a.sent == b.sent && a.retrans == b.retrans && a.received == b.received &&
 		    a.done == b.done) {
