@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import procstat, series, servers, sink
+from bench import procstat, runner, series, servers, sink
 
 FIRST_EXTRA = 10   # server addresses <subnet>.10, .11, ...
 PORT = 20000
@@ -178,15 +178,8 @@ def _pid() -> int:
 
 
 def run(args) -> int:
-    rows = []
     with sink.running(servers.free_port()) as endpoint:
-        for n in args.sizes:
-            out = subprocess.run([sys.executable, "-m", "bench.flows", str(n), endpoint],
-                                 capture_output=True, text=True, timeout=1800)
-            if out.returncode != 0:
-                raise RuntimeError(f"flows N={n} failed: {out.stderr.strip()[-400:]}")
-            rows.append(json.loads(out.stdout))
-            print(f"  flows N={n}: {rows[-1]}", file=sys.stderr)
+        rows = runner.each_in_own_process("flows", args.sizes, [endpoint], timeout=1800)
     print(render(rows))
     return 0
 

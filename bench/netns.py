@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from bench import runner
+
 NAMESPACES = (1, 10, 50)
 PREFIX = "nrwb"          # namespace names (this benchmark's own prefix)
 MAX_NAMESPACES = 200     # bounded: each one is a netns with sockets
@@ -108,15 +110,8 @@ def measure(count: int, per_namespace: int, intervals: int) -> dict:
 
 def run(args) -> int:
     """Each N in its own process; one table."""
-    rows = []
-    for count in args.namespaces:
-        out = subprocess.run([sys.executable, "-m", "bench.netns", str(count),
-                              str(args.per_namespace), str(args.intervals)],
-                             capture_output=True, text=True, timeout=600)
-        if out.returncode != 0:
-            raise RuntimeError(f"netns N={count} failed: {out.stderr.strip()[-400:]}")
-        rows.append(json.loads(out.stdout))
-        print(f"  netns N={count}: {rows[-1]}", file=sys.stderr)
+    rows = runner.each_in_own_process("netns", args.namespaces,
+                                      [str(args.per_namespace), str(args.intervals)], timeout=600)
     print(render(rows))
     return 0
 

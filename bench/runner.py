@@ -134,3 +134,18 @@ def _fmt(value: float) -> str:
 
 def to_json(tables: list[Table]) -> str:
     return json.dumps([{"title": t.title, "cases": t.cases} for t in tables], indent=1)
+
+
+def each_in_own_process(name: str, values: list, extra: list[str], timeout: float) -> list[dict]:
+    """`python -m bench.<name> <value> <extra...>` for each value, one process each (so
+    each measures its own RSS): the JSON each prints, in order."""
+    rows = []
+    for value in values:
+        out = subprocess.run([sys.executable, "-m", f"bench.{name}", str(value), *extra],
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"{name} N={value} failed: {out.stderr.strip()[-400:]}")
+        rows.append(json.loads(out.stdout))
+        print(f"  {name} N={value}: {rows[-1]}", file=sys.stderr)
+    return rows
+
