@@ -340,25 +340,37 @@ static __always_inline void provisional_add(__u16 port, int delta)
 	__sync_fetch_and_add(&provisional_on_port[port], delta);
 }
 
+/* An entry about to be deleted or set up anew: its incarnation number goes to 0 under its
+ * lock. A pass that read the old number and waits for that lock then finds 0 or the next
+ * incarnation's number, never its own, whatever order the element's next set-up writes
+ * its fields in (a preallocated hash hands a deleted element out again at once). Only a
+ * pass can be waiting, so outside one nothing needs to be taken. */
+static __always_inline void retire(struct sock_state *st)
+{
+	struct bpf_spin_lock *lock = lock_of(st->gen);
+
+	if (!pass_running || !lock)
+		return;
+	bpf_spin_lock(lock);
+	__sync_lock_test_and_set(&st->gen, 0);
+	bpf_spin_unlock(lock);
+}
+
 /* The entry at a socket's address is ours now: the old one is an earlier connection of
  * this socket, or one whose destroy we never saw. If its close was never seen either,
  * that connection's counts are lost: say so. While a pass runs, the entry's lock is
- * taken once after SOCK_ENDED is set: a pass still writing the old element is done
- * before it goes back to the map's pool. */
+ * taken once after SOCK_ENDED is set (retire()): a pass still writing the old element is
+ * done before it is set up again, and one still waiting finds it retired. */
 static __always_inline void replace_sock(struct sock_state *st)
 {
 	__u32 flags = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
-	struct bpf_spin_lock *lock = lock_of(st->gen);
 
 	if (!(flags & SOCK_ENDED))
 		count_loss(NR_LOSS_CLOSE_MISSED);
 	if (__sync_fetch_and_and(&st->flags, ~SOCK_PROVISIONAL) & SOCK_PROVISIONAL)
 		provisional_add(st->local_port, -1);
 	gauge_add(NR_GAUGE_SOCKETS_REPLACED, 1);
-	if (pass_running && lock) {
-		bpf_spin_lock(lock);
-		bpf_spin_unlock(lock);
-	}
+	retire(st);
 }
 
 /* A number no other incarnation of any entry has had: a per-CPU count, the CPU in the
@@ -796,6 +808,7 @@ int BPF_PROG(tcp_destroy, struct sock *sk)
 		last_flush(sk, st);
 	else
 		end(sk, st);
+	retire(st);
 	if (bpf_map_delete_elem(&sockets, &key) == 0)
 		gauge_add(NR_GAUGE_SOCKETS, -1);
 	return 0;
@@ -938,7 +951,8 @@ static __always_inline bool lock_free(struct tcp_sock *tp)
 /* The counters of the socket at `tp` read without its lock (see above); false when that
  * memory is no longer the connected socket whose print_of() is `print`. */
 static __always_inline bool read_unlocked(struct tcp_sock *tp, __u64 print,
-					  const struct sock_state *st, __s64 now[C_MAX])
+					  const struct sock_state *st, __s64 now[C_MAX],
+					  __u32 *srtt_us8)
 {
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
 	struct reading a = {}, b = {};
@@ -976,6 +990,7 @@ single:
 	now[C_RETRANS] = tp->total_retrans;
 	now[C_RST_TX] = st->resets[0];
 	now[C_RST_RX] = st->resets[1];
+	*srtt_us8 = tp->srtt_us;  /* before the last check too: a sample of this socket */
 	return print_of(sk) == print;
 }
 
@@ -1012,7 +1027,7 @@ static __always_inline void flush_tracked(__u64 addr, struct sock_state *st)
 	struct nr_flow_stats *stats;
 	struct nr_flow_key key;
 	struct tcp_sock *tp;
-	__u32 flags;
+	__u32 flags, srtt_us8 = 0;
 
 	if (!gen)
 		return;  /* being set up */
@@ -1026,7 +1041,7 @@ static __always_inline void flush_tracked(__u64 addr, struct sock_state *st)
 		return;  /* closed: its last counts go in at destroy */
 	print = st->print;
 	tp = bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
-	if (!read_unlocked(tp, print, st, now))
+	if (!read_unlocked(tp, print, st, now, &srtt_us8))
 		return;
 	/* An idle connection leaves its key alone: nothing to add, and its smoothed RTT has
 	 * not moved without traffic (another sample would repeat the last one). Its series
@@ -1051,7 +1066,7 @@ static __always_inline void flush_tracked(__u64 addr, struct sock_state *st)
 	if (!valid)
 		return;
 	add_flush(stats, flags, opening, false, delta, moved);
-	rtt_add(stats, tp->srtt_us);
+	rtt_add(stats, srtt_us8);
 }
 
 static long flush_one(struct bpf_map *map, __u64 *key, struct sock_state *st, void *ctx)
