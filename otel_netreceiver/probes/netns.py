@@ -17,12 +17,14 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def list_netns(proc: Path = Path("/proc"), named: Path = Path("/run/netns")) -> list[str]:
-    """One path per distinct network namespace: processes' ns/net and `ip netns` names.
+def list_netns(proc: Path = Path("/proc"),
+               named: Path = Path("/run/netns")) -> dict[tuple[int, int], str]:
+    """One path per distinct network namespace, by its (st_dev, st_ino): processes'
+    ns/net and `ip netns` names, the first path found for each.
 
     Runs every interval: plain os.listdir and os.stat, no pathlib glob (~6x the CPU).
     """
-    seen, result = set(), []
+    result: dict[tuple[int, int], str] = {}
     candidates = [f"{proc}/{name}/ns/net" for name in os.listdir(proc) if name.isdigit()]
     if named.is_dir():
         candidates.extend(f"{named}/{name}" for name in os.listdir(named))
@@ -31,9 +33,7 @@ def list_netns(proc: Path = Path("/proc"), named: Path = Path("/run/netns")) -> 
             info = os.stat(path)
         except OSError:
             continue  # process exited, or not ours to see
-        if (info.st_dev, info.st_ino) not in seen:
-            seen.add((info.st_dev, info.st_ino))
-            result.append(path)
+        result.setdefault((info.st_dev, info.st_ino), path)
     return result
 
 

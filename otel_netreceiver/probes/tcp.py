@@ -18,7 +18,6 @@ import ctypes
 import functools
 import logging
 import operator
-import os
 import struct
 import time
 from dataclasses import dataclass
@@ -264,13 +263,7 @@ class TcpCollector:
         set stays as large as the live namespaces. An inode number reused by a later
         namespace is harmless: that namespace was made after us.
         """
-        own, current = netns.current_netns(), {}
-        for path in self.list_netns():
-            try:
-                info = os.stat(path)
-            except OSError:
-                continue  # gone meanwhile
-            current.setdefault((info.st_dev, info.st_ino), path)
+        own, current = netns.current_netns(), dict(self.list_netns())
         current.setdefault(own, None)
         failed = {key for key, path in current.items()
                   if key not in self._seen_netns and not self._adopt_in(path, key == own)}

@@ -53,19 +53,19 @@ def test_list_netns_gives_one_path_per_namespace(tmp_path):
     named.mkdir()
     (named / "blue").hardlink_to(proc / "300" / "ns" / "net")
     (named / "red").write_text("")                       # 4000: no ns/net (process gone)
-    paths = netns.list_netns(proc, named)
+    paths = list(netns.list_netns(proc, named).values())
     inodes = [os.stat(path).st_ino for path in paths]
     assert len(paths) == 3 and paths[-1] == f"{named}/red"
     assert sorted(inodes) == sorted(os.stat(path).st_ino for path in (
         proc / "1" / "ns" / "net", proc / "300" / "ns" / "net", named / "red"))
     assert paths[0] in (f"{proc}/1/ns/net", f"{proc}/20/ns/net", f"{proc}/300/ns/net")
-    assert netns.list_netns(proc, tmp_path / "absent") == paths[:2]
+    assert list(netns.list_netns(proc, tmp_path / "absent").values()) == paths[:2]
 
 
 @pytest.mark.kernel
 def test_list_netns_finds_our_own_namespace():
     own = netns.current_netns()
-    found = [os.stat(path) for path in netns.list_netns()]
+    found = [os.stat(path) for path in netns.list_netns().values()]
     assert own in [(info.st_dev, info.st_ino) for info in found]
     assert len(found) == len({(info.st_dev, info.st_ino) for info in found})
 
@@ -79,7 +79,7 @@ class Adoptions:
         self.in_use = in_use or {}
         own = self.path("own")
         info = os.stat(own)
-        self.collector = tcp.TcpCollector(list_netns=lambda: list(self.listed))
+        self.collector = tcp.TcpCollector(list_netns=self._listed)
         self.collector._adopt_link = "adopt"
         monkeypatch.setattr(tcp.netns, "current_netns", lambda: (info.st_dev, info.st_ino))
         monkeypatch.setattr(tcp.netns, "inside", self._inside)
@@ -87,6 +87,10 @@ class Adoptions:
                             lambda: self.in_use.get(self.inside, 1))
         monkeypatch.setattr(tcp.libbpf, "run_iterator",
                             lambda link: self.runs.append((link, self.inside or "own")))
+
+    def _listed(self) -> dict[tuple[int, int], str]:
+        return {(info.st_dev, info.st_ino): path for path, info in
+                ((path, os.stat(path)) for path in self.listed)}
 
     def path(self, name: str) -> str:
         path = self.tmp_path / name
