@@ -601,9 +601,10 @@ class MetricsBuilder:
             if not kind_units:
                 continue
             i = metric.index
-            points = _gathered(runs[metric.field.kind], i)
             if metric.field.kind in narrow and any(u.projection(i) is not u.attributes for u in kind_units):
                 points = self._merged(resource, metric, kind_units)
+            else:
+                points = _gathered(runs[metric.field.kind], i)
             if points:
                 metrics.append(self._metric(metric.definition, ("flow", resource.attributes.items),
                                             points, time_ns))
