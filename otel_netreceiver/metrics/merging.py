@@ -22,9 +22,10 @@ present.
 A member is known by an identity the caller gives (a record's resource and attributes
 before opt-outs) plus its series start; members with the same identity and start (two
 processes of one name that first talked to one peer in the same interval) are one member
-holding their sum (should one of them end, a fall of that sum counts as a restart). A series whose identity changes while it runs (an attribute that is
-opted out, such as a learned DNS name in `server.address`, changes) is a new member: its
-whole value counts once more.
+holding their sum (should one of them end, a fall of that sum counts as a restart). A
+series whose identity changes while it runs (an attribute that is opted out, such as a
+learned DNS name in `server.address`, changes) is a new member: its whole value counts
+once more.
 """
 
 from __future__ import annotations
