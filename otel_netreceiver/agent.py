@@ -180,7 +180,8 @@ class _IntervalGarbage:
     Then the C allocator gives back what the interval freed (glibc's malloc_trim): the
     interval's transient objects (the snapshot, deltas, requests being encoded) leave
     free pages all over the heap, and without a trim they stay resident. At 10k series
-    that is ~14 MiB of RSS, for ~1 ms.
+    that is ~14 MiB of RSS between intervals, for ~1 ms plus ~3-6 ms of page faults when
+    the next interval needs the memory again (docs/benchmarks.md, fourth session).
 
     A failed export is the exception: the SDK's exporters keep the error in a local, a
     cycle that holds the frames down to the interval's Batch. Such an interval is
@@ -211,10 +212,8 @@ _GARBAGE = _IntervalGarbage()
 
 
 def _one_malloc_arena() -> None:
-    try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to set
-        pass
+    if _MALLOPT is not None:
+        _MALLOPT(_M_ARENA_MAX, 1)
 
 
 def _trim_malloc() -> None:
@@ -222,15 +221,17 @@ def _trim_malloc() -> None:
         _MALLOC_TRIM(0)
 
 
-def _malloc_trim():
+def _glibc(name: str):
+    """A glibc malloc tuning function, or None where the C library has none (e.g. musl:
+    then there is nothing to set or give back this way)."""
     try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to give back this way
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
         return None
 
 
 _M_ARENA_MAX = -8  # glibc malloc.h
-_MALLOC_TRIM = _malloc_trim()
+_MALLOPT, _MALLOC_TRIM = _glibc("mallopt"), _glibc("malloc_trim")
 
 
 # -- wiring ---------------------------------------------------------------------------------
