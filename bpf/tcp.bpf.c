@@ -258,8 +258,19 @@ static __always_inline __u8 read_addrs(const struct sock *sk, __u32 peer[4], __u
 	return NR_FAMILY_IPV6;
 }
 
-/* Current values of the per-socket counters (resets come from our own tallies);
- * false when `sk` is not a full TCP socket. */
+/* The counters that are one kernel field each (any reading is a value it had), and the
+ * resets, which come from our own tallies. */
+static __always_inline void read_single(struct tcp_sock *tp, const struct sock_state *st,
+					__s64 now[C_MAX])
+{
+	now[C_SEGS_OUT] = tp->segs_out;
+	now[C_SEGS_IN] = tp->segs_in;
+	now[C_RETRANS] = tp->total_retrans;
+	now[C_RST_TX] = st->resets[0];
+	now[C_RST_RX] = st->resets[1];
+}
+
+/* Current values of the per-socket counters; false when `sk` is not a full TCP socket. */
 static __always_inline bool read_counters(struct sock *sk, const struct sock_state *st,
 					  __s64 now[C_MAX])
 {
@@ -273,11 +284,7 @@ static __always_inline bool read_counters(struct sock *sk, const struct sock_sta
 	/* bytes_received advances with rcv_nxt, which a received FIN moves by one; tcp_fin
 	 * sets SOCK_DONE in the same locked section. */
 	now[C_BYTES_RX] = tp->bytes_received - ((sk->__sk_common.skc_flags >> SOCK_DONE) & 1);
-	now[C_SEGS_OUT] = tp->segs_out;
-	now[C_SEGS_IN] = tp->segs_in;
-	now[C_RETRANS] = tp->total_retrans;
-	now[C_RST_TX] = st->resets[0];
-	now[C_RST_RX] = st->resets[1];
+	read_single(tp, st, now);
 	return true;
 }
 
@@ -984,12 +991,7 @@ static __always_inline bool read_unlocked(struct tcp_sock *tp, __u64 print,
 	now[C_BYTES_TX] = a.sent - b.retrans - inflight;
 	now[C_BYTES_RX] = a.received - 1;
 single:
-	/* each of these is one counter: any reading is a value it had */
-	now[C_SEGS_OUT] = tp->segs_out;
-	now[C_SEGS_IN] = tp->segs_in;
-	now[C_RETRANS] = tp->total_retrans;
-	now[C_RST_TX] = st->resets[0];
-	now[C_RST_RX] = st->resets[1];
+	read_single(tp, st, now);
 	*srtt_us8 = tp->srtt_us;  /* before the last check too: a sample of this socket */
 	return print_of(sk) == print;
 }
