@@ -93,9 +93,10 @@ class Enricher:
     out the same is handed out as the same objects: a workload's resource and point
     attributes are the last snapshot's while they are equal, and a flow key whose
     resolvers all answered with the objects they answered last time gets last time's
-    attribute dict. So a snapshot costs a few lookups per key, and the metrics builder
-    recognises an unchanged series by identity. Record attributes are shared: readers
-    must not modify them.
+    attribute dict (and, if its series is the same object too, last time's Record). So a
+    snapshot costs a few lookups per key, and the metrics builder recognises an unchanged
+    series by identity. Records and their attributes are shared: readers must not modify
+    them.
     """
 
     def __init__(
@@ -149,15 +150,17 @@ class Enricher:
         for key, series in table.items():
             workload = described.get(key.workload) or self._describe(described, key.workload)
             made = last.get(key)
-            if unchanged and made is not None and made.point is workload[1]:
-                keys[key] = made
-                records.append(Record(kind, workload[0], made.attributes, series))
-                continue
-            answers = [resolve(key) for resolve in resolvers]
-            if made is None or made.point is not workload[1] or not all(map(is_, made.answers, answers)):
-                made = _KeyAttributes(workload[1], answers, _merged(of_key(key), answers, workload[1]))
+            if not (unchanged and made is not None and made.point is workload[1]):
+                answers = [resolve(key) for resolve in resolvers]
+                if made is None or made.point is not workload[1] or not all(map(is_, made.answers, answers)):
+                    made = _KeyAttributes(workload[1], answers, _merged(of_key(key), answers, workload[1]))
             keys[key] = made
-            records.append(Record(kind, workload[0], made.attributes, series))
+            # last snapshot's Record while its series, resource and attributes are the same
+            # objects: the builder then knows the series unchanged by one identity test
+            record = made.record
+            if record is None or record.series is not series or record.resource is not workload[0]:
+                record = made.record = Record(kind, workload[0], made.attributes, series)
+            records.append(record)
 
     def _describe(self, described: dict, workload: Workload) -> tuple[tuple, Attributes]:
         """(resource items, point attributes) of a workload; each is last snapshot's object
@@ -182,9 +185,11 @@ def _merged(attributes: Attributes, answers: list[Attributes], point: Attributes
 
 
 class _KeyAttributes:
-    """What a key's attributes were made from (compared by identity) and the result."""
+    """What a key's attributes were made from (compared by identity), the result, and the
+    last Record made with them."""
 
-    __slots__ = ("point", "answers", "attributes")
+    __slots__ = ("point", "answers", "attributes", "record")
 
     def __init__(self, point: Attributes, answers: list[Attributes], attributes: Attributes) -> None:
         self.point, self.answers, self.attributes = point, answers, attributes
+        self.record: Record | None = None

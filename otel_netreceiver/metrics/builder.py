@@ -336,12 +336,16 @@ class MetricsBuilder:
     def _group(self, records: list[Record]) -> dict[_Resource, list[_Unit]]:
         """The units seen this interval, per resource, each with its records."""
         groups: dict[_Resource, list[_Unit]] = {}
-        build = self._builds
+        build, by_series = self._builds, self._by_series
         for record in records:
-            unit = self._unchanged_unit(record)
-            unchanged = unit is not None
-            if unit is None:
-                unit = self._unit(record)
+            # the enricher hands out last interval's Record while nothing about it changed
+            unit = by_series.get(id(record.series))
+            unchanged = unit is not None and unit.record is record and unit.series is record.series
+            if not unchanged:
+                unit = self._unchanged_unit(record)
+                unchanged = unit is not None
+                if unit is None:
+                    unit = self._unit(record)
             if unit.build != build:
                 unit.build, unit.record, unit.others, unit.stale = build, record, None, not unchanged
                 unit.resource.build = build  # seen this interval, changed or not
