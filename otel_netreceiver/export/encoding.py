@@ -189,7 +189,7 @@ def _data_points(metric: MetricData) -> list:
     attribute sets' cached KeyValues and, where a request puts the time, the point's size.
 
     Kept on the MetricData: when the builder hands it out again, only the points it
-    replaced are gathered again (all in one go, then put in place range by range).
+    replaced are gathered again (all in one go, then put in place point by point).
     """
     parts, stale, points = metric.parts, metric.stale, metric.points
     if parts is None or len(parts) != 4 * len(points):
@@ -197,12 +197,9 @@ def _data_points(metric: MetricData) -> list:
         # when many were): gathered anew
         parts = metric.parts = _pieces(metric.definition, points)
     elif stale:
-        fresh = _pieces(metric.definition, [p for start, stop in stale for p in points[start:stop]])
-        at = 0
-        for start, stop in stale:
-            end = at + 4 * (stop - start)
-            parts[4 * start:4 * stop] = fresh[at:end]
-            at = end
+        fresh = _pieces(metric.definition, list(map(points.__getitem__, stale)))
+        for at, n in enumerate(stale):
+            parts[4 * n:4 * n + 4] = fresh[4 * at:4 * at + 4]
     metric.stale = []
     return parts
 

@@ -141,11 +141,13 @@ class _Layout:
     def __init__(self, units: list[_Unit], by_kind: dict[RecordKind, list[_Unit]],
                  flow_metrics: dict[RecordKind, list[_FlowMetric]], metrics: list[MetricData]) -> None:
         self.units, self.metrics, self.by_kind, self.flow_metrics = units, metrics, by_kind, flow_metrics
-        self.index: dict[_Unit, int] | None = None
+        self.index: dict[_Unit, tuple[int, tuple[int, ...]]] | None = None
         self.columns: dict[RecordKind, list[tuple[int, int, array]]] | None = None
 
     def locate(self) -> None:
-        self.index = {unit: j for kind_units in self.by_kind.values() for j, unit in enumerate(kind_units)}
+        # each unit's place among its kind's units, and its shape when its points were placed
+        self.index = {unit: (j, unit.shape) for kind_units in self.by_kind.values()
+                      for j, unit in enumerate(kind_units)}
         position = {id(m.definition): k for k, m in enumerate(self.metrics)}
         # per kind, per metric of the kind: (its index, position in `metrics` or -1, the
         # offset of each unit's points in it)
@@ -160,30 +162,40 @@ class _Layout:
 
     def patched(self, changed: list[_Unit]) -> list[MetricData] | None:
         """The metrics with the changed units' points in place; None when a unit's number
-        of points in a metric changed (the layout no longer holds)."""
+        of points in a metric changed (the layout no longer holds).
+
+        Units of one kind and shape have their points of a metric at the same places in
+        their own tuples: those are put in place together, without a Python loop a point.
+        """
         if not changed:
             return self.metrics
         if self.columns is None:
             self.locate()
-        positions: dict[RecordKind, list[tuple[int, _Unit]]] = {}
+        alike: dict[tuple, tuple[list[int], list[tuple[Point, ...]]]] = {}  # (kind, shape) -> places, points
         for unit in changed:
-            positions.setdefault(unit.kind, []).append((self.index[unit], unit))
+            j, shape = self.index[unit]
+            if unit.shape is not shape and unit.shape != shape:
+                return None
+            places, tuples = alike.get((unit.kind, shape)) or alike.setdefault((unit.kind, shape), ([], []))
+            places.append(j)
+            tuples.append(unit.points)
         metrics = list(self.metrics)
-        for kind, units in positions.items():
+        for (kind, shape), (places, tuples) in alike.items():
             for i, k, offsets in self.columns[kind]:  # one metric of the kind at a time
-                ranges = []
-                for j, unit in units:
-                    start, points = offsets[j], unit.points_of(i)
-                    if len(points) != offsets[j + 1] - start:
-                        return None
-                    if points:
-                        ranges.append((start, points))
-                if not ranges:
+                first, end = shape[i], shape[i + 1]
+                if end == first:
                     continue
                 if k < 0:  # a metric that had no points at all now has some
                     return None
-                metrics[k] = metrics[k].renewed()
-                metrics[k].replace(ranges)
+                starts = list(map(offsets.__getitem__, places))
+                if end - first == 1:
+                    positions, points = starts, list(map(itemgetter(first), tuples))
+                else:
+                    positions = [at + n for at in starts for n in range(end - first)]
+                    points = list(chain.from_iterable(map(itemgetter(slice(first, end)), tuples)))
+                if metrics[k] is self.metrics[k]:
+                    metrics[k] = metrics[k].renewed()
+                metrics[k].replace(positions, points)
         self.metrics = metrics
         return metrics
 

@@ -10,6 +10,7 @@ of its data points while the builder hands it out again (see `MetricData.renewed
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,15 +67,15 @@ class MetricData:
 
     `parts` and `stale` are the encoder's: its data points' pieces (bytes, and each
     point's encoded size), kept while the builder hands out this MetricData again (or a
-    `renewed` copy), and the [start, stop) ranges of points the builder replaced since
-    they were made.
+    `renewed` copy), and the positions of points the builder replaced since they were
+    made.
     """
 
     definition: MetricDef
     temporality: int  # DELTA or CUMULATIVE (ignored for gauges)
     points: list[Point]
     parts: list[bytes | int] | None = field(default=None, repr=False, compare=False)
-    stale: list[tuple[int, int]] = field(default_factory=list, repr=False, compare=False)
+    stale: list[int] = field(default_factory=list, repr=False, compare=False)
 
     def renewed(self) -> "MetricData":
         """A copy whose points may be replaced, with copies of the encoder's pieces.
@@ -88,19 +89,19 @@ class MetricData:
         parts = None if self.parts is None else self.parts.copy()
         return MetricData(self.definition, self.temporality, self.points.copy(), parts, stale)
 
-    def replace(self, ranges: list[tuple[int, Sequence[Point]]]) -> None:
-        """Put each (start, points) in place of as many points from start (the encoder
-        re-encodes them)."""
-        spans = []
-        for start, points in ranges:
-            stop = start + len(points)
-            self.points[start:stop] = points
-            spans.append((start, stop))
+    def replace(self, positions: list[int], points: Sequence[Point]) -> None:
+        """Put points[n] at positions[n] (the encoder re-encodes them)."""
+        consume(map(self.points.__setitem__, positions, points))
         if self.parts is None:
             return  # never encoded (e.g. only Prometheus or debug exporters): nothing to patch
-        self.stale.extend(spans)
+        self.stale += positions
         if len(self.stale) > len(self.points) // 4:
             self.parts, self.stale = None, []  # cheaper to gather every piece again
+
+
+# Runs an iterator to its end, in C: e.g. consume(map(a_list.__setitem__, positions, items))
+# puts each item at its position without a Python loop.
+consume = deque(maxlen=0).extend
 
 
 @dataclass(slots=True)

@@ -293,10 +293,10 @@ def test_a_resource_whose_series_are_unchanged_keeps_its_metrics_and_a_change_re
     assert opened.parts is not first["tcp.connection.opened"].parts
     assert [p.value for p in opened.points] == [1, 20, 3, 4, 5]
     assert all(opened.points[i] is before[i] for i in (0, 2, 3, 4))
-    assert opened.stale == [(1, 2)] and len(third["tcp.io"].points) == 10
+    assert opened.stale == [1] and len(third["tcp.io"].points) == 10
 
 
-def test_replacing_points_of_a_never_encoded_metric_keeps_no_stale_ranges():
+def test_replacing_points_of_a_never_encoded_metric_keeps_no_stale_positions():
     """Only Prometheus or debug exporters (nothing encodes): nothing piles up."""
     b = builder(enabled={"tcp.connection.opened"})
     records = [tcp_record("a", f"198.18.20.{n}", n) for n in range(1, 21)]
