@@ -18,18 +18,20 @@ attribute set form a `_Unit`, kept across intervals with its points. A record wh
 series is the same object as last interval (FlowTable hands out the same Series for an
 unchanged TCP key) and whose attributes did not change reuses its unit's points as they
 are, with the encoder's bytes cached on them. With cumulative temporality a resource's
-MetricData are kept too (`_Layout`): while its units are those of last interval, the same
-MetricData are handed out again, or renewed copies in which only the points of the units
-that changed are replaced (the encoder then re-gathers only those).
+MetricData are kept too (`_Layout`): while its units are those of last interval and none
+changed, the same MetricData are handed out again; else new ones are made from them, the
+points (and the encoder's pieces) of the units kept as they were copied a run of
+neighbours at a time, those of units that changed or came put in between (the encoder
+then gathers only those).
 """
 
 from __future__ import annotations
 
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from itertools import accumulate, chain, groupby
-from operator import attrgetter, is_not, itemgetter, sub
+from itertools import accumulate, chain, compress, groupby
+from operator import add, attrgetter, is_not, itemgetter, sub
 from typing import Callable
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality
@@ -51,7 +53,7 @@ CACHE_BUILDS = 3  # intervals an unseen series' attribute set and points are kep
 EXTRAS_KEPT = 4096  # extra attribute sets remembered
 PAIRS_KEPT = 65536  # distinct attribute (key, value) pairs remembered for sharing
 SHAPES_KEPT = 4096  # distinct unit shapes remembered for sharing (merged units vary most)
-PATCH_MAX_SHARE = 0.25  # changed units beyond this share of a resource's: its metrics are built anew
+PATCH_MAX_SHARE = 0.25  # changed units (or stale points) beyond this share: built (encoded) anew
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +135,8 @@ class _Unit:
 
 class _Layout:
     """Where each unit's points sit in a resource's MetricData (cumulative, no points
-    merged across units), so that a unit that changed has its points replaced in place.
-    The offsets are found when first needed (never, while everything changes)."""
+    merged across units), so that next interval's are made from them (`carried`). The
+    offsets are found when first needed (never, while everything changes)."""
 
     __slots__ = ("units", "metrics", "by_kind", "flow_metrics", "index", "columns")
 
@@ -160,47 +162,145 @@ class _Layout:
                                            map(itemgetter(m.index), shapes)), initial=0)))
                 for m in self.flow_metrics[kind]]
 
-    def patched(self, changed: list[_Unit]) -> list[MetricData] | None:
-        """The metrics with the changed units' points in place; None when a unit's number
-        of points in a metric changed (the layout no longer holds).
+    def carried(self, by_kind: dict[RecordKind, list[_Unit]], changed: set[_Unit],
+                flow_metrics: list[_FlowMetric]) -> tuple[list[MetricData], bool]:
+        """This interval's metrics of the resource (units `by_kind`), made from these, and
+        whether every unit kept its place (then next interval's layout is this one's).
 
-        Units of one kind and shape have their points of a metric at the same places in
-        their own tuples: those are put in place together, without a Python loop a point.
+        The points and the encoder's pieces of units still here with the same shape are
+        copied a run of neighbours at a time; the points of those that changed are then
+        put in place (stale for the encoder); units that came, or whose shape changed,
+        put theirs in between; units that left are skipped. Call `locate` before the
+        changed units' points change.
         """
-        if not changed:
-            return self.metrics
-        if self.columns is None:
-            self.locate()
-        alike: dict[tuple, tuple[list[int], list[tuple[Point, ...]]]] = {}  # (kind, shape) -> places, points
-        for unit in changed:
-            j, shape = self.index[unit]
-            if unit.shape is not shape and unit.shape != shape:
-                return None
-            places, tuples = alike.get((unit.kind, shape)) or alike.setdefault((unit.kind, shape), ([], []))
-            places.append(j)
-            tuples.append(unit.points)
-        metrics = list(self.metrics)
-        for (kind, shape), (places, tuples) in alike.items():
-            for i, k, offsets in self.columns[kind]:  # one metric of the kind at a time
-                first, end = shape[i], shape[i + 1]
-                if end == first:
-                    continue
-                if k < 0:  # a metric that had no points at all now has some
-                    return None
-                starts = list(map(offsets.__getitem__, places))
-                if end - first == 1:
-                    positions, points = starts, list(map(itemgetter(first), tuples))
-                else:
-                    positions = [at + n for at in starts for n in range(end - first)]
-                    points = list(chain.from_iterable(map(itemgetter(slice(first, end)), tuples)))
-                if metrics[k] is self.metrics[k]:
-                    metrics[k] = metrics[k].renewed()
-                metrics[k].replace(positions, points)
-        self.metrics = metrics
-        return metrics
+        runs = {kind: self._runs(kind_units, changed) for kind, kind_units in by_kind.items()}
+        metrics = []
+        for metric in flow_metrics:
+            kind = metric.field.kind
+            if kind not in runs:
+                continue
+            _, k, offsets = self.columns[kind][metric.index] if kind in self.columns else (0, -1, None)
+            made = _carried(metric, *runs[kind], self.metrics[k] if k >= 0 else None, offsets)
+            if made is not None:
+                metrics.append(made)
+        in_place = (by_kind.keys() == self.by_kind.keys()
+                    and all(len(kind_runs) == 1 and kind_runs[0] == (0, len(self.by_kind[kind]))
+                            for kind, (kind_runs, _) in runs.items())
+                    and [m.definition for m in metrics] == [m.definition for m in self.metrics])
+        return metrics, in_place
+
+    def _runs(self, kind_units: list[_Unit], changed: set[_Unit]) -> tuple[list, dict]:
+        """The units in order, as (first, end) positions of runs of neighbours that were
+        here with the shape they have, or as the unit itself (it came, or its shape
+        changed); and, by shape, the runs, positions and points of the units in runs
+        that changed."""
+        kind = kind_units[0].kind
+        if kind_units == self.by_kind.get(kind):  # the same units: one run, if no shape changed
+            replaced: dict[tuple, tuple[list, list, list]] = {}
+            for unit in changed:
+                if unit.kind is kind and not self._replaced(replaced, 0, unit):
+                    break
+            else:
+                return [(0, len(kind_units))], replaced
+        index, runs, replaced, last = self.index, [], {}, -1
+        for unit in kind_units:
+            found = index.get(unit)
+            if found is None or (unit.shape is not found[1] and unit.shape != found[1]):
+                runs.append(unit)
+                last = -1
+                continue
+            j = found[0]
+            if j == last:
+                last += 1
+                runs[-1] = (runs[-1][0], last)
+            else:
+                last = j + 1
+                runs.append((j, last))
+            if unit in changed:
+                self._replaced(replaced, len(runs) - 1, unit)
+        return runs, replaced
+
+    def _replaced(self, replaced: dict, run: int, unit: _Unit) -> bool:
+        """Note a changed unit of run `run` among those of its shape; False if its shape is
+        not the one it had here."""
+        j, shape = self.index[unit]
+        if unit.shape is not shape and unit.shape != shape:
+            return False
+        alike = replaced.get(shape) or replaced.setdefault(shape, ([], [], []))
+        alike[0].append(run)
+        alike[1].append(j)
+        alike[2].append(unit.points)
+        return True
+
+
+def _carried(metric: _FlowMetric, runs: list, replaced: dict, old: MetricData | None,
+             offsets: array | None) -> MetricData | None:
+    """One metric's MetricData along `runs` (see _Layout.carried); None without points;
+    `old` itself when the runs copied all of it, in order, and changed nothing in it."""
+    points: list[Point] = []
+    # Pieces are copied only from a MetricData the encoder finished (it fills the stale
+    # ones in, then empties `stale`: read first). One it did not (an export failed before
+    # it) is rare: its points are all encoded again, most from their own cached bytes.
+    parts = [] if old is not None and not old.stale and old.parts is not None else None
+    stale: list[int] = []
+    moved: list[int] = []  # per run: where its points are now, less where they were
+    i, copied = metric.index, 0  # copied: points of `old` copied in order so far, else -1
+    for run in runs:
+        if type(run) is tuple:
+            first, end = offsets[run[0]], offsets[run[1]]
+            moved.append(len(points) - first)
+            if end > first:
+                copied = end if copied == first else -1
+                if points:
+                    points += old.points[first:end]
+                else:  # (one copy, not two, of the common single run)
+                    points = old.points[first:end]
+                if parts:
+                    parts += old.parts[4 * first:4 * end]
+                elif parts is not None:
+                    parts = old.parts[4 * first:4 * end]
+        else:
+            moved.append(0)
+            more = run.points_of(i)
+            if more:
+                copied = -1
+                if parts is not None:
+                    stale += range(len(points), len(points) + len(more))
+                    parts += _NO_PIECES * len(more)
+                points += more
+    # the points of changed units where their old ones were copied (same shape: same
+    # count), units of one shape together, without a Python loop a unit
+    for shape, (in_runs, places, tuples) in replaced.items():
+        first, end = shape[i], shape[i + 1]
+        if end == first:
+            continue
+        copied = -1
+        starts = list(map(add, map(offsets.__getitem__, places), map(moved.__getitem__, in_runs)))
+        if end - first == 1:
+            at, fresh = starts, list(map(itemgetter(first), tuples))
+        else:
+            at = [start + n for start in starts for n in range(end - first)]
+            fresh = list(chain.from_iterable(map(itemgetter(slice(first, end)), tuples)))
+        consume(map(points.__setitem__, at, fresh))
+        if parts is not None:
+            stale += at  # their old pieces stay until the encoder puts the new ones there
+    if old is not None and copied == len(old.points):
+        return old
+    if not points:
+        return None
+    if len(stale) > len(points) * PATCH_MAX_SHARE:
+        parts, stale = None, []  # cheaper for the encoder to gather every piece again
+    return MetricData(metric.definition, CUMULATIVE, points, parts, stale)
+
+
+# Runs an iterator to its end, in C: consume(map(a_list.__setitem__, positions, items))
+# puts each item at its position without a Python loop.
+consume = deque(maxlen=0).extend
+_NO_PIECES = (None,) * 4  # a stale point's place in the encoder's pieces until it fills it
 
 
 _KIND, _POINTS, _SHAPE = attrgetter("kind"), attrgetter("points"), attrgetter("shape")
+_STALE, _NARROW = attrgetter("stale"), attrgetter("narrow")
 _SHAPES: dict[tuple[int, ...], tuple[int, ...]] = {}  # a kind's few distinct shapes, shared
 
 
@@ -224,6 +324,14 @@ def _gathered(runs: list[tuple[tuple[int, ...], list[_Unit]]], i: int) -> list[P
         elif end > first:
             out.extend(chain.from_iterable(map(itemgetter(slice(first, end)), map(_POINTS, units))))
     return out
+
+
+def _by_kind(units: list[_Unit]) -> dict[RecordKind, list[_Unit]]:
+    """The units of each record kind, in order."""
+    by_kind: dict[RecordKind, list[_Unit]] = {}
+    for unit in units:
+        by_kind.setdefault(unit.kind, []).append(unit)
+    return by_kind
 
 
 def _kept(extra: dict[str, str], allowed: frozenset[str]) -> AttributeSet:
@@ -581,34 +689,36 @@ class MetricsBuilder:
     def _metrics_of(self, resource: _Resource, units: list[_Unit], time_ns: int) -> list[MetricData]:
         """One MetricData per enabled flow metric with points, in catalog order.
 
-        Cumulative metrics of a resource whose units are those of last interval are last
-        interval's MetricData, or renewed copies with the points of the units that changed
-        replaced in place: work per changed unit, not per point (the encoder keeps its
-        pieces on them too).
+        Cumulative metrics of a resource are carried over from last interval's (its
+        `_Layout`): the same MetricData while no unit changed, came or left; else new ones
+        that copy what the kept units had, a run of neighbours at a time, and take the
+        points of the units that changed or came (the encoder re-encodes only those).
         """
-        # Last interval's metrics are let go first unless patched: while everything is
-        # rebuilt they would keep every old point alive.
+        # Last interval's metrics are let go first unless carried over: while everything
+        # is rebuilt they would keep every old point alive.
         layout, resource.last = resource.last, None
-        if layout is not None and layout.units == units:
-            changed = [unit for unit in units if unit.stale]
+        if layout is not None:
+            changed = set(compress(units, map(_STALE, units)))
+            if not changed and layout.units == units:
+                resource.last = layout
+                return layout.metrics
             if len(changed) <= len(units) * PATCH_MAX_SHARE:
-                if changed and layout.columns is None:
+                if layout.columns is None:
                     layout.locate()  # offsets from last interval's points, before they change
                 for unit in changed:
                     self._settle(unit)
-                metrics = layout.patched(changed)
-                if metrics is not None:
-                    resource.last = layout
+                by_kind = layout.by_kind if layout.units == units else _by_kind(units)
+                if not any(map(_NARROW, units)):
+                    metrics, in_place = layout.carried(by_kind, changed, self._flow_metrics)
+                    resource.last = _Layout(units, by_kind, self._by_kind, metrics)
+                    if in_place:  # every unit where it was: the offsets still hold
+                        resource.last.index, resource.last.columns = layout.index, layout.columns
                     return metrics
         del layout
         for unit in units:
             self._settle(unit)
-        by_kind: dict[RecordKind, list[_Unit]] = {}
-        narrow: set[RecordKind] = set()
-        for unit in units:
-            by_kind.setdefault(unit.kind, []).append(unit)
-            if unit.narrow:
-                narrow.add(unit.kind)
+        by_kind = _by_kind(units)
+        narrow = {unit.kind for unit in units if unit.narrow}
         runs = {kind: [(shape, list(run)) for shape, run in groupby(kind_units, _SHAPE)]
                 for kind, kind_units in by_kind.items()}
         metrics = []

@@ -5,13 +5,11 @@ OTLP encoder (`export/encoding.py`): an `AttributeSet` keeps its encoded KeyValu
 `Point` its encoded bytes. The builder hands out the *same* AttributeSet for a series in
 every interval and the *same* Point while its start and value are unchanged, so those
 bytes are encoded once, not once per interval. A `MetricData` keeps the encoder's pieces
-of its data points while the builder hands it out again (see `MetricData.renewed`).
+of its data points, which the builder carries over to next interval's.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from otel_netreceiver.flows.model import Histogram
@@ -66,9 +64,10 @@ class MetricData:
     """The points of one catalog metric in one resource and scope.
 
     `parts` and `stale` are the encoder's: its data points' pieces (bytes, and each
-    point's encoded size), kept while the builder hands out this MetricData again (or a
-    `renewed` copy), and the positions of points the builder replaced since they were
-    made.
+    point's encoded size), kept while the builder hands out this MetricData again, and
+    the positions of points whose pieces are not there yet. The builder may make a new
+    MetricData from an old one's points and pieces (never changing the old one: an
+    export of it may still be running), with the points it put in listed as stale.
     """
 
     definition: MetricDef
@@ -76,32 +75,6 @@ class MetricData:
     points: list[Point]
     parts: list[bytes | int] | None = field(default=None, repr=False, compare=False)
     stale: list[int] = field(default_factory=list, repr=False, compare=False)
-
-    def renewed(self) -> "MetricData":
-        """A copy whose points may be replaced, with copies of the encoder's pieces.
-
-        This one is left as it is: an export of it may still be running (one abandoned
-        at stop). `stale` is copied before `parts`: the encoder patches `parts` before it
-        empties `stale`, so whatever it does meanwhile, the copy's pieces are either
-        patched or listed as stale.
-        """
-        stale = list(self.stale)
-        parts = None if self.parts is None else self.parts.copy()
-        return MetricData(self.definition, self.temporality, self.points.copy(), parts, stale)
-
-    def replace(self, positions: list[int], points: Sequence[Point]) -> None:
-        """Put points[n] at positions[n] (the encoder re-encodes them)."""
-        consume(map(self.points.__setitem__, positions, points))
-        if self.parts is None:
-            return  # never encoded (e.g. only Prometheus or debug exporters): nothing to patch
-        self.stale += positions
-        if len(self.stale) > len(self.points) // 4:
-            self.parts, self.stale = None, []  # cheaper to gather every piece again
-
-
-# Runs an iterator to its end, in C: e.g. consume(map(a_list.__setitem__, positions, items))
-# puts each item at its position without a Python loop.
-consume = deque(maxlen=0).extend
 
 
 @dataclass(slots=True)

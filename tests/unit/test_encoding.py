@@ -81,6 +81,45 @@ def test_changed_series_get_new_points():
     assert decoded(second)[0] == encode_metrics(to_sdk(second)) and first is not second
 
 
+def _records(opened_by_port):
+    return [Record(RecordKind.TCP, (("host.name", "h"),), {"server.port": port},
+                   Series(SECOND, TcpStats(opened=opened))) for port, opened in opened_by_port.items()]
+
+
+def test_series_that_come_and_go_keep_the_pieces_of_those_that_stay():
+    """Units carried over (some left, some came, one changed): only the new points are
+    encoded again, and the request is what the SDK makes of the batch."""
+    b = builder()
+    opened = {port: port for port in range(1, 21)}
+    records = _records(opened)
+    decoded(b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry()))
+    kept = {r.attributes["server.port"]: r for r in records}
+    del kept[3], kept[7]
+    kept[5] = _records({5: 500})[0]
+    records = list(kept.values()) + _records({30: 30, 31: 31})
+    batch = b.build(EnrichedSnapshot(3 * SECOND, records), AgentTelemetry())
+    [opened_metric] = [m for _, _, m in batch.metrics() if m.definition.name == "tcp.connection.opened"]
+    assert [p.value for p in opened_metric.points] == [1, 2, 4, 500, 6] + list(range(8, 21)) + [30, 31]
+    assert sorted(opened_metric.stale) == [3, 18, 19] and opened_metric.parts is not None
+    assert decoded(batch)[0] == encode_metrics(to_sdk(batch))
+
+
+def test_pieces_an_unfinished_export_left_out_are_not_carried_over():
+    """An export that failed before a metric leaves its stale points without pieces: the
+    next interval's MetricData must not take the gaps over."""
+    b = builder()
+    records = _records({port: port for port in range(1, 21)})
+    decoded(b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry()))
+    records[4] = _records({5: 500})[0]
+    batch = b.build(EnrichedSnapshot(3 * SECOND, records), AgentTelemetry())
+    next(encoding.requests(batch, 1))  # the first request only: the export stopped there
+    left = [m for _, _, m in batch.metrics() if m.stale]
+    assert left, "some metric was left with stale points"
+    records[9] = _records({10: 1000})[0]
+    batch = b.build(EnrichedSnapshot(4 * SECOND, records), AgentTelemetry())
+    assert decoded(batch)[0] == encode_metrics(to_sdk(batch))
+
+
 def test_requests_are_split_at_max_points_and_keep_every_point():
     b = builder()
     snapshot = Snapshot(2 * SECOND)
