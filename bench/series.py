@@ -2,10 +2,11 @@
 
 Synthetic Snapshots with N distinct FlowKeys (many peers, a few workloads) go through the
 agent's own stages: `Enricher.enrich`, `MetricsBuilder.build`, and the OTLP/HTTP exporter
-sending to the null sink. Two cases per N: every series changes every interval (`all`),
-and only every tenth series changes (`10%`: the others are the same Series objects, as
-FlowTable hands out unchanged keys). Each N and case runs in a fresh process, so its RSS
-is its own.
+sending to the null sink. Three cases per N: every series changes every interval (`all`);
+only every tenth series changes (`10%`: the others are the same Series objects, as
+FlowTable hands out unchanged keys); and the same with 1% of the keys replaced by new ones
+each interval (the oldest leave), as on a node where peers come and go. Each N and case
+runs in a fresh process, so its RSS is its own.
 """
 
 from __future__ import annotations
@@ -22,21 +23,24 @@ from otel_netreceiver.flows.model import (
 )
 
 SIZES = (1_000, 10_000, 100_000)
-CASES = {"all": 1, "10%": 10}  # case -> one series in how many changes per interval
+# case -> (one series in how many changes per interval, one key in how many is replaced by a
+# new one each interval (0: none); real nodes see keys come and go: new peers, idle ones)
+CASES = {"all": (1, 0), "10%": (10, 0), "10%, 1% keys new": (10, 100)}
 WORKLOADS = 20
 # A long exporter timeout, so that a slow request at 100k series cannot cut the
 # measurement short; the cost measured is CPU, not the timeout.
 EXPORT_TIMEOUT_S = 900.0
 
 
-def flow_keys(n: int) -> list[FlowKey]:
-    """N distinct keys: peers 10.x.y.z on a handful of server ports, 20 local workloads."""
+def flow_keys(n: int, first: int = 0) -> list[FlowKey]:
+    """N distinct keys (the first-th on): peers 10.x.y.z on a handful of server ports, 20
+    local workloads."""
     workloads = [Workload(0, 1000 + w, f"svc{w}") for w in range(WORKLOADS)]
     return [FlowKey(workloads[i % WORKLOADS], Transport.TCP, Family.IPV4,
                     Direction.OUTGOING if i % 3 else Direction.INCOMING,
                     f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", (80, 443, 5432, 6379)[i % 4],
                     "" if i % 3 else "192.0.2.10")
-            for i in range(n)]
+            for i in range(first, first + n)]
 
 
 def snapshot(keys: list[FlowKey], step: int, bounds: dict[str, tuple[float, ...]],
@@ -48,7 +52,7 @@ def snapshot(keys: list[FlowKey], step: int, bounds: dict[str, tuple[float, ...]
     """
     snap = Snapshot(time_ns=time.time_ns())
     for i, key in enumerate(keys):
-        if previous is not None and i % every != step % every:
+        if previous is not None and i % every != step % every and key in previous.tcp:
             snap.tcp[key] = previous.tcp[key]
         else:
             snap.tcp[key] = Series(start_ns=1, stats=_stats(step, bounds))
@@ -71,7 +75,7 @@ def _histogram(bounds: tuple[float, ...], step: int) -> Histogram:
 
 def measure(n: int, intervals: int, endpoint: str, case: str = "all") -> dict[str, float]:
     """CPU and wall ms of each interval's enrich + build + export; RSS after."""
-    from otel_netreceiver.agent import settle_memory
+    from otel_netreceiver import agent
     from otel_netreceiver.config import ExporterConfig
     from otel_netreceiver.enrich.base import Enricher
     from otel_netreceiver.export.otlp import OtlpExporter
@@ -86,15 +90,19 @@ def measure(n: int, intervals: int, endpoint: str, case: str = "all") -> dict[st
     enricher = Enricher({"host.name": "bench", "os.type": "linux"})
     exporter = OtlpExporter(ExporterConfig("otlphttp", "otlphttp", f"{endpoint}/v1/metrics",
                                            timeout_s=EXPORT_TIMEOUT_S))
-    keys = flow_keys(n)
+    keys, (every, replaced) = flow_keys(n), CASES[case]
     cpu, wall, failures = [], [], []
     warnings = _capture_warnings()
-    settle_memory()  # as `run` does once its probes are attached
+    agent.settle_memory()  # as `run` does once its probes are attached
     snap = None
     for step in range(1, intervals + 1):
-        snap = snapshot(keys, step, bounds, snap, CASES[case])
+        if replaced and snap is not None:  # the oldest keys leave, as many new ones come
+            gone = max(1, n // replaced)
+            keys = keys[gone:] + flow_keys(gone, n + (step - 2) * gone)
+        snap = snapshot(keys, step, bounds, snap, every)
         c0, w0 = time.process_time(), time.perf_counter()
         ok = exporter.export(builder.build(enricher.enrich(snap), AgentTelemetry()))
+        agent._GARBAGE.after_interval(not ok)  # what Agent.tick does after each interval
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
         if not ok:
