@@ -43,7 +43,8 @@ class PeerResolver(Protocol):
     snapshot before any `peer_attributes`, so it can index the snapshot's flows (local
     peers are found by matching the two halves of a connection). After `observe` it may
     set `unchanged = True` to promise that every key of the last snapshot would get the
-    very object it got then; when all resolvers promise it, those keys are not asked.
+    very object it got then, or else `changed_keys` to the only keys that might not;
+    keys that no resolver lists are not asked.
     """
 
     def peer_attributes(self, key: FlowKey) -> Attributes: ...
@@ -132,25 +133,39 @@ class Enricher:
         # Thousands of series share a few workloads: resolve each workload once per snapshot.
         described: dict[Workload, tuple[tuple, Attributes]] = {}
         keys: dict[object, _KeyAttributes] = {}
+        suspects = self._suspects()
         for kind, table, of_key in ((RecordKind.TCP, snapshot.tcp, flow_attributes),
                                     (RecordKind.UDP, snapshot.udp, flow_attributes),
                                     (RecordKind.DNS, snapshot.dns, dns_attributes)):
-            self._add_records(out.records, kind, table, of_key, described, keys)
+            self._add_records(out.records, kind, table, of_key, described, keys,
+                              set() if kind is RecordKind.DNS else suspects)
         self._described, self._keys = described, keys
         return out
 
+    def _suspects(self) -> set | None:
+        """The keys whose resolvers might answer otherwise than for last snapshot; None:
+        any key."""
+        suspects: set = set()
+        for peer in self._peers:
+            if not getattr(peer, "unchanged", False):
+                changed = getattr(peer, "changed_keys", None)
+                if changed is None:
+                    return None
+                suspects |= changed
+        return suspects
+
     def _add_records(self, records: list[Record], kind: RecordKind, table: dict, of_key: Callable,
-                     described: dict, keys: dict) -> None:
+                     described: dict, keys: dict, suspects: set | None) -> None:
         """A Record per key of one Snapshot table; a key whose workload and resolvers
-        answered with last snapshot's objects gets last snapshot's attribute dict."""
+        answered with last snapshot's objects gets last snapshot's attribute dict.
+        Resolvers are not asked again for a key of last snapshot that is not `suspects`."""
         last = self._keys
         resolvers = [] if kind is RecordKind.DNS else [peer.peer_attributes for peer in self._peers]
-        # resolvers that say every answer is last snapshot's need not be asked again
-        unchanged = not resolvers or all(getattr(peer, "unchanged", False) for peer in self._peers)
         for key, series in table.items():
             workload = described.get(key.workload) or self._describe(described, key.workload)
             made = last.get(key)
-            if not (unchanged and made is not None and made.point is workload[1]):
+            if not (made is not None and made.point is workload[1] and suspects is not None
+                    and (not suspects or key not in suspects)):
                 answers = [resolve(key) for resolve in resolvers]
                 if made is None or made.point is not workload[1] or not all(map(is_, made.answers, answers)):
                     made = _KeyAttributes(workload[1], answers, _merged(of_key(key), answers, workload[1]))

@@ -103,8 +103,10 @@ class WorkloadPeers:
         self._pod_answers: dict[int, tuple[object, Attributes]] = {}
         self._pods_version = None
         # True after `observe` when every key of the last snapshot would get the very
-        # answer object it got then (same keys, workloads and pods): see Enricher
+        # answer object it got then (same keys, workloads and pods): see Enricher. Else
+        # the keys that might not (those whose peer's index entries changed), or None
         self.unchanged = False
+        self.changed_keys: set[FlowKey] | None = None
 
     def observe(self, snapshot: Snapshot) -> None:
         """Index this snapshot's local servers and clients (called before enrichment).
@@ -124,16 +126,19 @@ class WorkloadPeers:
         pods_version = getattr(self._pods, "version", None) if self._pods is not None else 0
         pods_kept = pods_version is not None and pods_version == self._pods_version
         self._pods_version = pods_version
-        self.unchanged = False
+        self.unchanged, self.changed_keys = False, None
         if known and len(fresh) == len(slots) and self._descriptions_kept():
             self.unchanged = pods_kept
             return
+        servers, clients = self._servers, self._clients
         self._servers, self._clients = {}, {}
         for key, found in fresh.items():
             index = self._servers if found.serves else self._clients
             described = self._described.get(key.workload) or self._describe(key.workload)
             for slot in found.offers:
                 _put(index, slot, described)
+        if pods_kept:
+            self.changed_keys = _asking(fresh, _moved(servers, self._servers), _moved(clients, self._clients))
 
     def _descriptions_kept(self) -> bool:
         """Describe last snapshot's workloads again; True if none changed."""
@@ -219,6 +224,21 @@ class _Slots:
 
 
 _NOBODY: Attributes = {}  # the answer when no peer is known (shared: never modified)
+
+
+def _moved(old: dict, new: dict) -> set:
+    """The entries of an index that came, left or now name someone else."""
+    moved = old.keys() - new.keys()
+    moved.update(slot for slot, attributes in new.items() if old.get(slot) is not attributes)
+    return moved
+
+
+def _asking(slots: dict[FlowKey, "_Slots"], servers: set, clients: set) -> set[FlowKey]:
+    """The keys that look up any of the moved index entries (servers' or clients')."""
+    if not servers and not clients:
+        return set()
+    return {key for key, found in slots.items()
+            if not (clients if found.serves else servers).isdisjoint(found.wants)}
 
 
 def _put(index: dict, key: tuple, attributes: Attributes) -> None:
