@@ -1,8 +1,9 @@
 """Agent cost per interval with N flow series: enrichment + metrics build + OTLP export.
 
 Synthetic Snapshots with N distinct FlowKeys (many peers, a few workloads) go through the
-agent's own stages: `Enricher.enrich`, `MetricsBuilder.build`, and the OTLP/HTTP exporter
-sending to the null sink. Three cases per N: every series changes every interval (`all`);
+agent's own stages: `Enricher.enrich` (built as the agent builds it by default: containers,
+local peers, DNS names), `MetricsBuilder.build`, and the OTLP/HTTP exporter sending to the
+null sink. Three cases per N: every series changes every interval (`all`);
 only every tenth series changes (`10%`: the others are the same Series objects, as
 FlowTable hands out unchanged keys); and the same with 1% of the keys replaced by new ones
 each interval (the oldest leave), as on a node where peers come and go. Each N and case
@@ -35,7 +36,8 @@ EXPORT_TIMEOUT_S = 900.0
 def flow_keys(n: int, first: int = 0) -> list[FlowKey]:
     """N distinct keys (the first-th on): peers 10.x.y.z on a handful of server ports, 20
     local workloads."""
-    workloads = [Workload(0, 1000 + w, f"svc{w}") for w in range(WORKLOADS)]
+    # pids above the kernel's largest pid_max: no process of this host is looked up
+    workloads = [Workload(0, (1 << 22) + 1 + w, f"svc{w}") for w in range(WORKLOADS)]
     return [FlowKey(workloads[i % WORKLOADS], Transport.TCP, Family.IPV4,
                     Direction.OUTGOING if i % 3 else Direction.INCOMING,
                     f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", (80, 443, 5432, 6379)[i % 4],
@@ -76,8 +78,9 @@ def _histogram(bounds: tuple[float, ...], step: int) -> Histogram:
 def measure(n: int, intervals: int, endpoint: str, case: str = "all") -> dict[str, float]:
     """CPU and wall ms of each interval's enrich + build + export; RSS after."""
     from otel_netreceiver import agent
+    from otel_netreceiver.enrich import EnrichConfig, build_enricher
+    from otel_netreceiver.enrich.dns_names import DnsNames, DnsPeerResolver
     from otel_netreceiver.config import ExporterConfig
-    from otel_netreceiver.enrich.base import Enricher
     from otel_netreceiver.export.otlp import OtlpExporter
     from otel_netreceiver.metrics import catalog as catalog_module
     from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
@@ -87,7 +90,9 @@ def measure(n: int, intervals: int, endpoint: str, case: str = "all") -> dict[st
               "rtt": catalog.metrics["tcp.rtt"].bounds}
     enabled = frozenset(name for name, m in catalog.metrics.items() if m.enabled)
     builder = MetricsBuilder(catalog, BuildSettings(enabled), {"service.name": "bench"}, 1)
-    enricher = Enricher({"host.name": "bench", "os.type": "linux"})
+    # as the agent builds it by default: containers and local peers, then DNS names
+    enricher = build_enricher(EnrichConfig(), {"host.name": "bench", "os.type": "linux"},
+                              peers=[DnsPeerResolver(DnsNames())])
     exporter = OtlpExporter(ExporterConfig("otlphttp", "otlphttp", f"{endpoint}/v1/metrics",
                                            timeout_s=EXPORT_TIMEOUT_S))
     keys, (every, replaced) = flow_keys(n), CASES[case]
