@@ -23,9 +23,9 @@ ORPHANS = 50
 def within_misses(stats, connections: int, misses: int) -> bool:
     """A tracepoint call the kernel skips (tcp.events_missed; it counts every socket on
     the host, not only ours) costs one connection at most one opened and one closed, and
-    adds at most one failed: a skipped connect (opened), SYN_SENT -> ESTABLISHED (counted
-    failed, not closed), or accepted child (neither). A skipped CLOSE or destroy costs
-    nothing (the other one counts the end)."""
+    adds at most one failed: a skipped connect (adopted under its cgroup alone: neither,
+    in this key), SYN_SENT -> ESTABLISHED (counted failed, not closed), or accepted child
+    (neither). A skipped CLOSE or destroy costs nothing (the other one counts the end)."""
     failed = sum(stats.failed.values())
     return (connections - misses <= stats.opened <= connections
             and connections - misses <= stats.closed <= connections
