@@ -148,6 +148,14 @@ struct {
  * writes it alone. */
 __u32 pass_running SEC(".data.pass") = 0;
 
+/* Per CPU: 1 while tcp_destroy runs there (see destroy_skipped()). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} destroying SEC(".maps");
+
 /* Per-CPU counters that number the incarnations of `sockets` entries (next_gen()). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -739,14 +747,25 @@ static __always_inline void end(struct sock *sk, struct sock_state *st)
 			 bpf_ktime_get_ns() - st->start_ns);
 }
 
+/* Whether tcp_destroy runs on this CPU below us: we interrupted it (softirq work done on
+ * the way out of an interrupt), so the kernel skips the tcp_destroy call that follows
+ * (a program does not run again on a CPU where it is running: tcp.events_missed). */
+static __always_inline bool destroy_skipped(void)
+{
+	__u32 zero = 0, *busy = bpf_map_lookup_elem(&destroying, &zero);
+
+	return busy && *busy;
+}
+
 /* An orphan (closed by its process) that reaches CLOSE is destroyed right after, in the
  * same call (tcp_done, tcp_close): its end is counted there, with one aggregate lookup
- * for both. A socket its process still holds may be destroyed much later: count now. */
+ * for both, unless that destroy is going to be skipped (destroy_skipped()). A socket its
+ * process still holds may be destroyed much later: count now. */
 static __always_inline void on_close(struct sock *sk)
 {
 	struct sock_state *st;
 
-	if ((sk->__sk_common.skc_flags >> SOCK_DEAD) & 1)
+	if (((sk->__sk_common.skc_flags >> SOCK_DEAD) & 1) && !destroy_skipped())
 		return;
 	st = lookup_sock(sk);
 	if (st)
@@ -803,14 +822,13 @@ static __always_inline void last_flush(struct sock *sk, struct sock_state *st)
  * the entry lives until the socket is destroyed. While a pass runs, both paths take the
  * entry lock after SOCK_ENDED is set, so the element is deleted only once no pass
  * writes it. */
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(tcp_destroy, struct sock *sk)
+static __always_inline void destroy(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct sock_state *st = bpf_map_lookup_elem(&sockets, &key);
 
 	if (!st)
-		return 0;
+		return;
 	if (st->flags & SOCK_ENDED)
 		last_flush(sk, st);
 	else
@@ -818,6 +836,22 @@ int BPF_PROG(tcp_destroy, struct sock *sk)
 	retire(st);
 	if (bpf_map_delete_elem(&sockets, &key) == 0)
 		gauge_add(NR_GAUGE_SOCKETS, -1);
+}
+
+/* `destroying` is set around the work: an orphan's CLOSE that interrupts it counts its
+ * own end (on_close), as its destroy is skipped. Its entry then stays, ended, until the
+ * address is reused (replace_sock); only what moves between CLOSE and destroy (a reset
+ * sent after CLOSE) is lost with it. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tcp_destroy, struct sock *sk)
+{
+	__u32 zero = 0, *busy = bpf_map_lookup_elem(&destroying, &zero);
+
+	if (busy)
+		*busy = 1;
+	destroy(sk);
+	if (busy)
+		*busy = 0;
 	return 0;
 }
 

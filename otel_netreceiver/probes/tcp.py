@@ -331,7 +331,11 @@ class TcpCollector:
     def losses(self) -> dict[str, int]:
         """Cumulative losses by reason (`tcp.sockets_full`, `tcp.flows_full` ...), and
         `tcp.events_missed`: tracepoint hits the kernel did not run our program for (it
-        was running on that CPU already): a connection whose opening or end went unseen."""
+        was running on that CPU already), on any socket of the host. Each costs one
+        connection at most: a skipped connect is adopted (not opened; its cgroup alone as
+        workload), a skipped accepted child is neither opened nor closed, a skipped
+        SYN_SENT -> ESTABLISHED counts it failed; a skipped CLOSE or destroy costs
+        nothing, the other one counts the end (bpf/tcp.bpf.c destroy_skipped())."""
         values = self._percpu_sums("losses", ctypes.c_uint64, abi.LOSS_MAX)
         losses = {f"tcp.{loss.name.lower()}": values[loss] for loss in abi.Loss
                   if loss != abi.Loss.RINGBUF_FULL}
