@@ -166,6 +166,7 @@ class _Layout:
                 flow_metrics: list[_FlowMetric]) -> tuple[list[MetricData], bool]:
         """This interval's metrics of the resource (units `by_kind`), made from these, and
         whether every unit kept its place (then next interval's layout is this one's).
+        Spends this layout: its metrics are let go.
 
         The points and the encoder's pieces of units still here with the same shape are
         copied a run of neighbours at a time; the points of those that changed are then
@@ -174,19 +175,28 @@ class _Layout:
         changed units' points change.
         """
         runs = {kind: self._runs(kind_units, changed) for kind, kind_units in by_kind.items()}
+        # Last interval's metrics are let go one by one as their successors are made (this
+        # layout is spent after this; the list itself may be a Batch's: copied), so the
+        # old and new lists of every metric are not all alive at once.
+        definitions = [m.definition for m in self.metrics]
+        self.metrics = olds = list(self.metrics)
         metrics = []
         for metric in flow_metrics:
             kind = metric.field.kind
             if kind not in runs:
                 continue
             _, k, offsets = self.columns[kind][metric.index] if kind in self.columns else (0, -1, None)
-            made = _carried(metric, *runs[kind], self.metrics[k] if k >= 0 else None, offsets)
+            old = None
+            if k >= 0:
+                old, olds[k] = olds[k], None
+            made = _carried(metric, *runs[kind], old, offsets)
+            del old
             if made is not None:
                 metrics.append(made)
         in_place = (by_kind.keys() == self.by_kind.keys()
                     and all(len(kind_runs) == 1 and kind_runs[0] == (0, len(self.by_kind[kind]))
                             for kind, (kind_runs, _) in runs.items())
-                    and [m.definition for m in metrics] == [m.definition for m in self.metrics])
+                    and [m.definition for m in metrics] == definitions)
         return metrics, in_place
 
     def _runs(self, kind_units: list[_Unit], changed: set[_Unit]) -> tuple[list, dict]:
