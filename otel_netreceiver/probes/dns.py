@@ -37,6 +37,8 @@ from .cgroup_skb import LOSS_RINGBUF_FULL, PAYLOAD_OFFSET, SkbProbe, SkbSettings
 log = logging.getLogger(__name__)
 
 LOSS_NAMES = {LOSS_RINGBUF_FULL: "dns.ring_buffer_full"}
+# counted by the reader in user space (the tracker counts its own: dns_tracker.LOSS_REASONS)
+READER_LOSSES = ("dns.tcp_message_cut", "dns.bad_record")
 # struct nr_dns_event up to its payload; checked against the ctypes mirror at import
 EVENT = struct.Struct("<QQI16sI16s16sHHHHBBB5x")
 assert EVENT.size == PAYLOAD_OFFSET
@@ -102,7 +104,7 @@ class DnsCollector:
         self.tracker = DnsTracker(self.settings.bounds, int(self.settings.timeout * 1e9),
                                   self.settings.max_names, self.settings.max_pending,
                                   on_answer=self._learn if names is not None else None)
-        self.tracker.losses.update({"dns.tcp_message_cut": 0, "dns.bad_record": 0})
+        self.tracker.losses.update(dict.fromkeys(READER_LOSSES, 0))
         self._lock = threading.Lock()
         self._cycles = threading.Condition()  # notified after every poll of the ring
         self._cycle = 0
