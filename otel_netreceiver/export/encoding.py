@@ -13,10 +13,11 @@ each interval; at 10k series that is seconds of CPU and hundreds of MiB. Here:
   batch's time field (the same for every point); a histogram's bounds ride with its extra
   attributes' piece, shared by the metric's points, not copied into each point's own;
 * a metric's pieces are kept on its MetricData (`_data_points`): when the builder hands
-  out that MetricData again (nothing changed) or a renewed copy (some points replaced in
-  place), only the replaced points are gathered again. Where a request puts the time,
-  the kept pieces hold the point's encoded size (an int), so a request's slice knows its
-  size without a len() per piece; the slice gets the time by one slice assignment;
+  out that MetricData again (nothing changed) or one carried over from it (its pieces
+  copied, new points listed `stale`), only the stale points are gathered. Where a request
+  puts the time, the kept pieces hold the point's encoded size (an int), so a request's
+  slice knows its size without a len() per piece; the slice gets the time by one slice
+  assignment;
 * the pieces are nested, never joined per metric: each request is joined once;
 * requests of at most `max_points` points and `max_bytes` bytes are encoded one at a
   time (the kept sizes tell where a request is full without encoding it).
@@ -193,8 +194,8 @@ def _data_points(metric: MetricData) -> list:
     """
     parts, stale, points = metric.parts, metric.stale, metric.points
     if parts is None or len(parts) != 4 * len(points):
-        # new, or its points were not only replaced (MetricData.replace drops the pieces
-        # when many were): gathered anew
+        # new, or made without pieces (the builder leaves them out when many points are
+        # new or an unfinished export left gaps): gathered anew
         parts = metric.parts = _pieces(metric.definition, points)
     elif stale:
         fresh = _pieces(metric.definition, list(map(points.__getitem__, stale)))

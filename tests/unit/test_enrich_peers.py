@@ -186,3 +186,87 @@ def test_a_name_learned_between_snapshots_reaches_unchanged_flows():
     names.learn(WEB.cgroup_id, "api.test", [Answer("api.test", 1, 300, "198.18.40.2")])
     client, server = enricher.enrich(snapshot).records
     assert client.attributes["server.address"] == "api.test" and server.attributes is first[1].attributes
+
+
+# -- keys that come and go: only the keys whose peer may have moved are asked again ------
+
+ANON = Workload(12, 0, "anon")  # its namespace is unknown: it offers the wildcard client entry
+MOVING = {
+    "C": _key(WEB, OUT, "198.18.40.2", 8080),                  # client of S from .1
+    "S": _key(API, IN, "198.18.40.1", 8080, "198.18.40.2"),    # wants C's entry, then the wildcard
+    "S2": _key(HOSTP, IN, "198.18.40.1", 8080, "198.18.40.2"), # a second server on S's address
+    "A": _key(ANON, OUT, "198.18.40.2", 8080),                 # a client S finds by the wildcard
+    "P": _key(WEB, OUT, "10.244.2.9", 5432),                   # a pod elsewhere
+    "U": _key(API, OUT, "127.0.0.1", 6379),                    # nobody's peer, nobody local
+}
+
+
+class Renamed(Resources):
+    """Resources whose pod names the test changes between snapshots."""
+
+    def __init__(self):
+        self.names, self.commands = {11: "api-0"}, {}
+
+    def resource(self, workload):
+        found = dict(super().resource(workload))
+        if workload.cgroup_id in self.names:
+            found["k8s.pod.name"] = self.names[workload.cgroup_id]
+        return found
+
+    def point_attributes(self, workload):
+        command = self.commands.get(workload.cgroup_id)
+        return {**super().point_attributes(workload), **({"process.command": command} if command else {})}
+
+
+class MovingPods:
+    def __init__(self):
+        self.version, self.ips = 1, {"10.244.2.9": VersionedPods.Pod()}
+
+    def by_ip(self, ip):
+        return self.ips.get(ip)
+
+
+class OtherPod:
+    attributes = {"k8s.pod.name": "db-1", "k8s.namespace.name": "shop"}
+
+
+def _rename(world):
+    world[0].names[11] = "api-1"
+
+
+def _new_command(world):
+    world[0].commands[10] = "curl -v"  # a point attribute no peer description holds
+
+
+def _new_pod(world):
+    world[1].ips, world[1].version = {"10.244.2.9": OtherPod()}, world[1].version + 1
+
+
+# (keys per snapshot, what changes before the last one, the keys named for the last one)
+@pytest.mark.parametrize("steps, change, asked", [
+    (["C", "C S"], None, {"C"}),                 # a server came: its client
+    (["C S", "C"], None, {"C"}),                 # it left
+    (["C S", "C S S2", "C S"], None, {"C"}),     # a second server made it ambiguous, then left
+    (["S", "S A"], None, {"S"}),                 # found by the second entry it wants only
+    (["S A", "S A C"], None, {"S"}),             # an exact client comes before the wildcard
+    (["S A C", "S A"], None, {"S"}),             # and leaves: the wildcard again
+    (["C S", "C", "C S"], None, {"C"}),          # a key that left and came back
+    (["C S P", "C S P U"], None, set()),         # a key nobody looks for: nobody asked
+    (["C S U", "C S"], None, set()),
+    (["C S", "C S A"], _rename, {"S", "C", "A"}),  # a description changed as keys came
+    (["C P", "C P S"], _new_pod, None),          # the pods changed too: every key asked
+    (["C S", "C S U"], _new_command, set()),     # no peer moved, but C's own attributes did
+])
+def test_keys_that_come_and_go_give_what_a_fresh_enricher_gives(steps, change, asked):
+    world = (Renamed(), MovingPods())
+    peers = WorkloadPeers(world[0], world[1], netns=NETNS.__getitem__)
+    enricher = Enricher({"host.name": "h"}, world[0], [peers])
+    for n, names in enumerate(steps):
+        if change is not None and n == len(steps) - 1:
+            change(world)
+        snapshot = Snapshot(0, tcp={MOVING[name]: Series(0, TcpStats()) for name in names.split()})
+        got = [(r.resource, r.attributes) for r in enricher.enrich(snapshot).records]
+        fresh = Enricher({"host.name": "h"}, world[0],
+                         [WorkloadPeers(world[0], world[1], netns=NETNS.__getitem__)])
+        assert got == [(r.resource, r.attributes) for r in fresh.enrich(snapshot).records], names
+    assert peers.changed_keys == (None if asked is None else {MOVING[name] for name in asked})

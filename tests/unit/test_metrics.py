@@ -1,14 +1,15 @@
 """The metrics builder: cumulative and delta points, opt-outs, one Resource per workload."""
 
 import math
+import random
 
 import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
 
 from otel_netreceiver.enrich.base import Enricher
 from otel_netreceiver.export import encoding
-from otel_netreceiver.flows.model import (EnrichedSnapshot, FailureReason, Histogram, Record,
-                                          RecordKind, Series, Snapshot, TcpStats)
+from otel_netreceiver.flows.model import (DnsStats, EnrichedSnapshot, FailureReason, Histogram, Record,
+                                          RecordKind, Series, Snapshot, TcpStats, UdpStats)
 from otel_netreceiver.metrics import catalog
 from otel_netreceiver.metrics.builder import AgentTelemetry, BuildSettings, MetricsBuilder
 from tests.support import fake_source
@@ -496,3 +497,75 @@ def test_a_units_points_sit_metric_after_metric_with_a_shared_shape():
     failed_after = [m for _, _, m in batch.metrics() if m.definition.name == "tcp.connection.failed"]
     assert failed_after == failed_before and failed_after[0] is failed_before[0]  # kept, not rebuilt
     assert [p.value for p in failed_after[0].points] == [3]
+
+
+# -- carried-over metrics against a fresh build, in order ---------------------------------
+
+def _carried_world(rnd, step, records):
+    """A few records change, leave, come back at the end (a new order), gain a histogram
+    or a failure reason (a new shape); UDP records come and go (a kind appears)."""
+    for _ in range(rnd.choice([0, 1, 2, 3])):
+        n = rnd.randrange(24)
+        key = ("udp" if n >= 20 else "tcp", n % 2, n)
+        if key in records and rnd.random() < .25:
+            del records[key]
+            continue
+        if key[0] == "udp":
+            stats = UdpStats(bytes_sent=step * n, packets_sent=step)
+        else:
+            stats = TcpStats(opened=step + n, bytes_sent=step,
+                             failed={FailureReason.REFUSED: 1} if rnd.random() < .3 else {},
+                             rtt=Histogram((0.1,), [step, 1], 0.5, step + 1) if rnd.random() < .5 else None)
+        if key in records and rnd.random() < .2:
+            del records[key]  # back at once: at the end of the table
+        records[key] = Record(RecordKind.UDP if key[0] == "udp" else RecordKind.TCP,
+                              (("host.name", "h1"), ("workload", key[1])),
+                              {"network.peer.address": f"198.18.21.{n}"}, Series(SECOND, stats))
+
+
+def _in_order(batch):
+    return [(resource.attributes.items, metric.definition.name,
+             [(p.attribute_items(), p.start_ns, p.value) for p in metric.points])
+            for resource, _, metric in batch.metrics()]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_carried_metrics_are_a_fresh_builds_in_order_whatever_the_exports_did(seed):
+    """Units change, leave, come back elsewhere and change shape while the metrics are
+    carried over; exports encode each batch fully, in part (stopped) or not at all
+    (Prometheus only): every batch is what a fresh builder makes of the same records, in
+    the same order, and encodes to the same bytes."""
+    rnd = random.Random(seed)
+    b, records = builder(), {}
+    for n in range(20):
+        records[("tcp", n % 2, n)] = tcp_record("a", f"198.18.21.{n}", n, resource=(
+            ("host.name", "h1"), ("workload", n % 2)))
+    for step in range(2, 40):
+        _carried_world(rnd, step, records)
+        snapshot = EnrichedSnapshot(step * SECOND, list(records.values()))
+        batch, fresh = b.build(snapshot, AgentTelemetry()), builder().build(snapshot, AgentTelemetry())
+        assert _in_order(batch) == _in_order(fresh), step
+        export = rnd.choice(["full", "part", "none"])
+        if export == "full":
+            assert [r.payload for r in encoding.requests(batch, 10**6)] == [
+                r.payload for r in encoding.requests(fresh, 10**6)], step
+        elif export == "part":
+            next(encoding.requests(batch, 3))
+
+
+def test_units_that_one_metric_merges_joining_a_carried_resource_are_merged():
+    """A resource of DNS series without errors has its metrics carried over; two series of
+    one name that differ in error.type join it. dns.lookup.timeout.count has no error.type:
+    their timeouts are one point, added together, not two points of one attribute set."""
+    b = builder(enabled={"dns.lookup.duration", "dns.lookup.timeout.count"})
+
+    def record(name, timeouts, error=None):
+        attributes = {"dns.question.name": name, "server.address": "198.18.22.1",
+                      **({"error.type": error} if error else {})}
+        return Record(RecordKind.DNS, (("host.name", "h1"),), attributes, Series(SECOND, DnsStats(timeouts=timeouts)))
+
+    records = [record(f"n{n}.test", n) for n in range(1, 9)]
+    b.build(EnrichedSnapshot(2 * SECOND, records), AgentTelemetry())
+    joined = records + [record("x.test", 10, "timeout"), record("x.test", 20, "servfail")]
+    batch = b.build(EnrichedSnapshot(3 * SECOND, joined), AgentTelemetry())
+    assert sorted(value for _, value in _opened(batch, "dns.lookup.timeout.count")) == [1, 2, 3, 4, 5, 6, 7, 8, 30]
