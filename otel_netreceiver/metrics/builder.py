@@ -416,6 +416,7 @@ class MetricsBuilder:
                                      bool(settings.dropped_attributes))
                 self._by_kind[table.kind].append(metric)
                 self._flow_metrics.append(metric)
+        self._order = {id(m.definition): n for n, m in enumerate(self._flow_metrics)}  # catalog order
         self._union = {kind: frozenset().union(*(m.allowed for m in metrics))
                        for kind, metrics in self._by_kind.items()}
         self._readers = {kind: _Reader(metrics) for kind, metrics in self._by_kind.items()}
@@ -703,10 +704,31 @@ class MetricsBuilder:
         `_Layout`): the same MetricData while no unit changed, came or left; else new ones
         that copy what the kept units had, a run of neighbours at a time, and take the
         points of the units that changed or came (the encoder re-encodes only those).
+        Kinds with narrow units (a metric that exports fewer attributes than the unit
+        has, e.g. `dns.lookup.timeout.count` without `error.type`) are made anew each
+        interval: their merged points are running totals whose members must be seen
+        every interval. So are all metrics with delta temporality.
         """
         # Last interval's metrics are let go first unless carried over: while everything
         # is rebuilt they would keep every old point alive.
         layout, resource.last = resource.last, None
+        if self._settings.delta:
+            return self._built(resource, units, time_ns)[0]
+        narrow = set(map(_KIND, compress(units, map(_NARROW, units))))
+        if not narrow:
+            return self._carried_over(resource, layout, units, time_ns)
+        fresh = self._built(resource, [unit for unit in units if unit.kind in narrow], time_ns)[0]
+        units = [unit for unit in units if unit.kind not in narrow]
+        if not units:
+            return fresh
+        order = self._order
+        return sorted(self._carried_over(resource, layout, units, time_ns) + fresh,
+                      key=lambda metric: order[id(metric.definition)])
+
+    def _carried_over(self, resource: _Resource, layout: _Layout | None, units: list[_Unit],
+                      time_ns: int) -> list[MetricData]:
+        """The metrics of units none of which is narrow, from `layout` when it can be
+        carried over; the resource's layout for next interval is kept."""
         if layout is not None:
             changed = set(compress(units, map(_STALE, units)))
             if not changed and layout.units == units:
@@ -718,13 +740,19 @@ class MetricsBuilder:
                 for unit in changed:
                     self._settle(unit)
                 by_kind = layout.by_kind if layout.units == units else _by_kind(units)
-                if not any(map(_NARROW, units)):
-                    metrics, in_place = layout.carried(by_kind, changed, self._flow_metrics)
-                    resource.last = _Layout(units, by_kind, self._by_kind, metrics)
-                    if in_place:  # every unit where it was: the offsets still hold
-                        resource.last.index, resource.last.columns = layout.index, layout.columns
-                    return metrics
+                metrics, in_place = layout.carried(by_kind, changed, self._flow_metrics)
+                resource.last = _Layout(units, by_kind, self._by_kind, metrics)
+                if in_place:  # every unit where it was: the offsets still hold
+                    resource.last.index, resource.last.columns = layout.index, layout.columns
+                return metrics
         del layout
+        metrics, by_kind = self._built(resource, units, time_ns)
+        resource.last = _Layout(units, by_kind, self._by_kind, metrics)
+        return metrics
+
+    def _built(self, resource: _Resource, units: list[_Unit],
+               time_ns: int) -> tuple[list[MetricData], dict[RecordKind, list[_Unit]]]:
+        """The units' metrics made anew (catalog order), and the units by kind."""
         for unit in units:
             self._settle(unit)
         by_kind = _by_kind(units)
@@ -744,9 +772,7 @@ class MetricsBuilder:
             if points:
                 metrics.append(self._metric(metric.definition, ("flow", resource.attributes.items),
                                             points, time_ns))
-        cumulative = not self._settings.delta and not narrow
-        resource.last = _Layout(units, by_kind, self._by_kind, metrics) if cumulative else None
-        return metrics
+        return metrics, by_kind
 
     # -- agent's own telemetry -----------------------------------------------------------
 

@@ -553,6 +553,43 @@ def test_carried_metrics_are_a_fresh_builds_in_order_whatever_the_exports_did(se
             next(encoding.requests(batch, 3))
 
 
+def _never_carrying(b):
+    """`b`, made to build every resource's metrics anew each interval (no layout)."""
+    b._carried_over = lambda resource, layout, units, time_ns: MetricsBuilder._carried_over(
+        b, resource, None, units, time_ns)
+    return b
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_resource_with_narrow_units_carries_its_other_kinds_as_a_rebuilding_builder_does(seed):
+    """DNS series (narrow: the timeout count has no error.type, so a workload's lookups of
+    one name merge) sit in the resources of carried TCP and UDP series, and come and go:
+    every batch is what a builder that rebuilds everything makes of the same records (the
+    merged points are running totals: a fresh builder would not know their history)."""
+    rnd = random.Random(seed)
+    b, rebuilding, records = builder(), _never_carrying(builder()), {}
+    for n in range(20):
+        records[("tcp", n % 2, n)] = tcp_record("a", f"198.18.21.{n}", n, resource=(
+            ("host.name", "h1"), ("workload", n % 2)))
+    for step in range(2, 40):
+        _carried_world(rnd, step, records)
+        for _ in range(rnd.choice([0, 1, 2])):
+            n = rnd.randrange(4)
+            key = ("dns", n % 2, n)
+            if key in records and rnd.random() < .3:
+                del records[key]
+                continue
+            stats = DnsStats(Histogram((0.01,), [step, 0], 0.001 * step, step), step % 3)
+            records[key] = Record(RecordKind.DNS, (("host.name", "h1"), ("workload", key[1])),
+                                  {"dns.question.name": "a.test", "server.address": "198.18.20.53",
+                                   "error.type": ("nxdomain", "servfail")[n // 2]}, Series(SECOND, stats))
+        snapshot = EnrichedSnapshot(step * SECOND, list(records.values()))
+        batch = b.build(snapshot, AgentTelemetry())
+        assert _in_order(batch) == _in_order(rebuilding.build(snapshot, AgentTelemetry())), step
+        if rnd.random() < .7:
+            list(encoding.requests(batch, 10**6))
+
+
 def test_units_that_one_metric_merges_joining_a_carried_resource_are_merged():
     """A resource of DNS series without errors has its metrics carried over; two series of
     one name that differ in error.type join it. dns.lookup.timeout.count has no error.type:
