@@ -730,11 +730,12 @@ class MetricsBuilder:
         """The metrics of units none of which is narrow, from `layout` when it can be
         carried over; the resource's layout for next interval is kept."""
         if layout is not None:
-            changed = set(compress(units, map(_STALE, units)))
-            if not changed and layout.units == units:
+            stale = sum(map(_STALE, units))
+            if not stale and layout.units == units:
                 resource.last = layout
                 return layout.metrics
-            if len(changed) <= len(units) * PATCH_MAX_SHARE:
+            if stale <= len(units) * PATCH_MAX_SHARE:
+                changed = set(compress(units, map(_STALE, units)))
                 if layout.columns is None:
                     layout.locate()  # offsets from last interval's points, before they change
                 for unit in changed:
