@@ -6,7 +6,9 @@ local peers, DNS names), `MetricsBuilder.build`, and the OTLP/HTTP exporter send
 null sink. Three cases per N: every series changes every interval (`all`);
 only every tenth series changes (`10%`: the others are the same Series objects, as
 FlowTable hands out unchanged keys); and the same with 1% of the keys replaced by new ones
-each interval (the oldest leave), as on a node where peers come and go. Each N and case
+each interval (the oldest leave), as on a node where peers come and go. Each workload also
+has two DNS series (a name it resolves, once answered and once failing) that grow every
+interval. Each N and case
 runs in a fresh process, so its RSS is its own.
 """
 
@@ -20,13 +22,15 @@ import time
 
 from bench import procstat, servers, sink
 from otel_netreceiver.flows.model import (
-    Direction, Family, FlowKey, Histogram, Series, Snapshot, TcpStats, Transport, Workload,
+    Direction, DnsKey, DnsStats, Family, FlowKey, Histogram, Series, Snapshot, TcpStats, Transport,
+    Workload,
 )
 
 SIZES = (1_000, 10_000, 100_000)
 # case -> (one series in how many changes per interval, one key in how many is replaced by a
 # new one each interval (0: none); real nodes see keys come and go: new peers, idle ones)
 CASES = {"all": (1, 0), "10%": (10, 0), "10%, 1% keys new": (10, 100)}
+DNS_ERRORS = ("", "nxdomain")  # per workload, a DNS series that succeeds and one that fails
 WORKLOADS = 20
 # A long exporter timeout, so that a slow request at 100k series cannot cut the
 # measurement short; the cost measured is CPU, not the timeout.
@@ -58,6 +62,12 @@ def snapshot(keys: list[FlowKey], step: int, bounds: dict[str, tuple[float, ...]
             snap.tcp[key] = previous.tcp[key]
         else:
             snap.tcp[key] = Series(start_ns=1, stats=_stats(step, bounds))
+    # each workload also resolves names, as nearly every workload that connects does: two
+    # DNS series, one of them failing, that grow every interval
+    for workload in {key.workload: None for key in keys}:
+        for error in DNS_ERRORS:
+            snap.dns[DnsKey(workload, "db.bench.test", "192.0.2.53", error)] = Series(
+                start_ns=1, stats=DnsStats(_histogram(bounds["dns"], step), step // 10))
     return snap
 
 
@@ -87,7 +97,7 @@ def measure(n: int, intervals: int, endpoint: str, case: str = "all") -> dict[st
 
     catalog = catalog_module.load()
     bounds = {"duration": catalog.metrics["tcp.connection.duration"].bounds,
-              "rtt": catalog.metrics["tcp.rtt"].bounds}
+              "rtt": catalog.metrics["tcp.rtt"].bounds, "dns": catalog.metrics["dns.lookup.duration"].bounds}
     enabled = frozenset(name for name, m in catalog.metrics.items() if m.enabled)
     builder = MetricsBuilder(catalog, BuildSettings(enabled), {"service.name": "bench"}, 1)
     # as the agent builds it by default: containers and local peers, then DNS names

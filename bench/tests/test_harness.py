@@ -76,12 +76,14 @@ def test_flow_keys_are_distinct():
 
 def test_keys_that_stay_keep_their_series_and_new_ones_get_one():
     keys = series.flow_keys(20)
-    first = series.snapshot(keys, 1, {"duration": (1.0,), "rtt": (1.0,)})
+    bounds = {"duration": (1.0,), "rtt": (1.0,), "dns": (1.0,)}
+    first = series.snapshot(keys, 1, bounds)
     moved = keys[2:] + series.flow_keys(2, first=20)
-    second = series.snapshot(moved, 2, {"duration": (1.0,), "rtt": (1.0,)}, first, every=10)
+    second = series.snapshot(moved, 2, bounds, first, every=10)
     assert list(second.tcp) == moved
     kept = [key for key in moved[:-2] if second.tcp[key] is first.tcp[key]]
     assert len(kept) == 18 - 2  # one in ten changed: those at positions 2 and 12
+    assert len(second.dns) == len(series.DNS_ERRORS) * len({key.workload for key in moved})
 
 
 def test_opened_counts_only_the_server_per_direction():
