@@ -204,18 +204,21 @@ class _Layout:
         here with the shape they have, or as the unit itself (it came, or its shape
         changed); and, by shape, the runs, positions and points of the units in runs
         that changed."""
-        kind = kind_units[0].kind
+        kind, index = kind_units[0].kind, self.index
         if kind_units == self.by_kind.get(kind):  # the same units: one run, if no shape changed
             replaced: dict[tuple, tuple[list, list, list]] = {}
             for unit in changed:
-                if unit.kind is kind and not self._replaced(replaced, 0, unit):
-                    break
+                if unit.kind is kind:
+                    found = index[unit]
+                    if not _same_shape(unit, found[1]):
+                        break
+                    _note_replaced(replaced, 0, found, unit)
             else:
                 return [(0, len(kind_units))], replaced
-        index, runs, replaced, last = self.index, [], {}, -1
+        runs, replaced, last = [], {}, -1
         for unit in kind_units:
             found = index.get(unit)
-            if found is None or (unit.shape is not found[1] and unit.shape != found[1]):
+            if found is None or not _same_shape(unit, found[1]):
                 runs.append(unit)
                 last = -1
                 continue
@@ -227,20 +230,23 @@ class _Layout:
                 last = j + 1
                 runs.append((j, last))
             if unit in changed:
-                self._replaced(replaced, len(runs) - 1, unit)
+                _note_replaced(replaced, len(runs) - 1, found, unit)
         return runs, replaced
 
-    def _replaced(self, replaced: dict, run: int, unit: _Unit) -> bool:
-        """Note a changed unit of run `run` among those of its shape; False if its shape is
-        not the one it had here."""
-        j, shape = self.index[unit]
-        if unit.shape is not shape and unit.shape != shape:
-            return False
-        alike = replaced.get(shape) or replaced.setdefault(shape, ([], [], []))
-        alike[0].append(run)
-        alike[1].append(j)
-        alike[2].append(unit.points)
-        return True
+
+def _same_shape(unit: _Unit, shape: tuple[int, ...]) -> bool:
+    """Whether the unit's points have `shape` (shapes are shared: mostly the same object)."""
+    return unit.shape is shape or unit.shape == shape
+
+
+def _note_replaced(replaced: dict, run: int, found: tuple[int, tuple[int, ...]], unit: _Unit) -> None:
+    """Note a changed unit of run `run`, found at `found` (position, shape), among the
+    changed units of its shape."""
+    j, shape = found
+    alike = replaced.get(shape) or replaced.setdefault(shape, ([], [], []))
+    alike[0].append(run)
+    alike[1].append(j)
+    alike[2].append(unit.points)
 
 
 def _carried(metric: _FlowMetric, runs: list, replaced: dict, old: MetricData | None,
